@@ -1,0 +1,85 @@
+"""Command line: argument parsing and file I/O only; the pipeline lives in suite.py."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  python -m advsal_bench run configs/quick.yaml
+  python -m advsal_bench run configs/mnist.yaml --output runs/mnist --set classifier.epochs=3
+  python -m advsal_bench run configs/cifar10_quick.yaml --set dataset.path=data/cifar10_test.npz
+  python -m advsal_bench validate configs/mnist.yaml --set attacks.fgsm.eps=[0.1,0.3]
+
+exit codes: 0 success, 2 bad config or input (nothing written), 1 any other failure
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m advsal_bench",
+        description="Detecting adversarial examples with saliency maps: run benchmark suites defined in YAML.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("suite", help="suite YAML file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config key (value read as YAML); repeatable")
+
+    run = sub.add_parser("run", help="run a suite end to end and write results", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(run)
+    run.add_argument("--output", "-o", help="output directory (default: runs/<suite name>)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage messages")
+
+    val = sub.add_parser("validate", help="validate a suite file and print the resolved config")
+    common(val)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from .config import config_to_yaml, load_config
+        from .errors import InputError
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cfg = load_config(args.suite, args.overrides)
+        if args.command == "validate":
+            print(config_to_yaml(cfg), end="")
+            print(f"{args.suite}: valid", file=sys.stderr)
+            return 0
+        from .report import table1_markdown
+        from .suite import run_suite
+
+        output = Path(args.output) if args.output else Path("runs") / cfg.name
+        log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[advsal_bench] {msg}", flush=True))
+        results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one-line cause for anything unexpected
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        if os.environ.get("ADVSAL_DEBUG"):
+            raise
+        return 1
+    if "table1" in results:
+        print()
+        print(table1_markdown(results))
+    print(f"\nresults: {output / 'results.json'}\nreport:  {output / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Exceptions that the CLI turns into a one-line message and exit code 2."""
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (config, data file, saved model): exit code 2, nothing written."""
+
+
+class ConfigError(InputError):
+    """A suite YAML or --set override that does not validate."""
+
+
+class DataError(InputError):
+    """A dataset file or folder that is missing, unreadable, or malformed."""
+
+
+class NumericalError(RuntimeError):
+    """NaN/Inf found in gradients, saliency or model outputs (names the stage and batch)."""

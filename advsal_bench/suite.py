@@ -1,0 +1,427 @@
+"""The pipeline: config -> data -> f -> attacks -> saliency -> detectors -> evaluation -> results dict.
+
+No printing here beyond Keras progress bars: the caller passes ``log`` for stage messages and
+``verbose`` for progress bars. Output files are written only after the data has loaded, and
+``results.json`` is written last and atomically, so a failed run never leaves complete-looking
+results behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .attacks import fgsm, ifgsm_l2, ifgsm_linf
+from .attacks.ifgsm import default_alpha
+from .config import JSMAConfig, SuiteConfig, config_to_yaml
+from .data import Dataset, load_dataset
+from .detectors import balanced_set, detector_input, detector_scores, scorer, train_detector
+from .distribute import describe, get_strategy, run_batched
+from .errors import InputError, NumericalError
+from .metrics import accuracy, detection_metrics
+from .models import build_model
+from .saliency import fit_global_scale, gradient_saliency, normalize_saliency
+from .store import save_keras, write_json, write_text
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class AdvSet:
+    """Adversarial train/test images for one (attack, eps) with their saliency maps."""
+
+    x_train: np.ndarray
+    x_test: np.ndarray
+    s_train: np.ndarray
+    s_test: np.ndarray
+    f_adv: float
+    images_per_second: float
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _seed_for(seed: int, *parts: object) -> int:
+    """A per-stage seed that depends only on the suite seed and the stage's name."""
+    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**31 - 1)
+
+
+def _check_finite(array: np.ndarray, stage: str, batch_size: int) -> None:
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise NumericalError(
+            f"{stage}: NaN/Inf in {int(bad.sum())} of {len(array)} outputs (first in batch {first // batch_size}, image {first})"
+        )
+
+
+class _Progress:
+    """A Keras progress bar over images (or nothing when verbose=0)."""
+
+    def __init__(self, total: int, verbose: int, label: str, log: Log) -> None:
+        self.bar = None
+        if verbose and total:
+            log(label)
+            self.bar = keras.utils.Progbar(total, verbose=1, unit_name="image")
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(self.done)
+
+
+def run_suite(
+    cfg: SuiteConfig,
+    output_dir: str | Path,
+    *,
+    verbose: int = 1,
+    log: Log | None = None,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Run a validated suite end to end and write results.json, report.md and config.yaml."""
+    log = log or (lambda msg: None)
+    out = Path(output_dir)
+    t_start = time.perf_counter()
+    strategy = get_strategy(cfg.distribute)
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, seed=cfg.seed)
+    log(f"data: {cfg.dataset.name} ({data.source}) train {len(data.x_train)}, test {len(data.x_test)}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").unlink(missing_ok=True)
+        write_text(out / "config.yaml", config_to_yaml(cfg))
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write to the output directory ({exc.strerror or exc})") from None
+
+    timings: dict[str, float] = {}
+    throughput: dict[str, float] = {}
+
+    # ---- classifier f ------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    f = _classifier(cfg, data, strategy, verbose, log)
+    save_keras(f, out / "models" / "f.keras")
+    model_fn = _model_fn(f)
+    logits_fn = _logits_fn(model_fn)
+    bs = cfg.classifier.batch_size
+    train_logits = run_batched(strategy, logits_fn, [data.x_train], batch_size=bs)[0]
+    test_logits = run_batched(strategy, logits_fn, [data.x_test], batch_size=bs)[0]
+    _check_finite(test_logits, "classifier logits", bs)
+    classifier = {"train_accuracy": accuracy(train_logits, data.y_train), "test_accuracy": accuracy(test_logits, data.y_test)}
+    timings["classifier"] = time.perf_counter() - t0
+    log(f"classifier: train accuracy {classifier['train_accuracy']:.4f}, test accuracy {classifier['test_accuracy']:.4f}")
+
+    # ---- clean saliency on the adversarial subsets ----------------------------------------------
+    n_tr = min(cfg.adversarial.train_size or len(data.x_train), len(data.x_train))
+    n_te = min(cfg.adversarial.test_size or len(data.x_test), len(data.x_test))
+    x_tr, x_te, y_te = data.x_train[:n_tr], data.x_test[:n_te], data.y_test[:n_te]
+    f_clean = accuracy(test_logits[:n_te], y_te)
+    sal_fn = _saliency_fn(model_fn, cfg.saliency.abs)
+    t0 = time.perf_counter()
+    s_tr_raw = _saliency(strategy, sal_fn, x_tr, bs, verbose, log, "saliency (clean train)")
+    s_te_raw = _saliency(strategy, sal_fn, x_te, bs, verbose, log, "saliency (clean test)")
+    throughput["saliency"] = (n_tr + n_te) / max(time.perf_counter() - t0, 1e-9)
+    scale = fit_global_scale(s_tr_raw) if cfg.saliency.normalize == "global" else None
+    norm = lambda s: normalize_saliency(s, cfg.saliency.normalize, scale=scale)  # noqa: E731
+    s_tr, s_te = norm(s_tr_raw), norm(s_te_raw)
+
+    # ---- attacks ------------------------------------------------------------------------------
+    adv: dict[tuple[str, float | None], AdvSet] = {}
+    attacks_out: dict[str, Any] = {}
+    pairsearch_backend = None
+    for name, acfg in cfg.attacks.items():
+        t0 = time.perf_counter()
+        if isinstance(acfg, JSMAConfig):
+            from .pairsearch import resolve_backend
+
+            pairsearch_backend = resolve_backend(acfg.backend)
+            aset = _jsma_set(cfg, name, acfg, f, x_tr, data.y_train[:n_tr], x_te, y_te, data.num_classes, verbose, log)
+            aset.s_train = norm(_saliency(strategy, sal_fn, aset.x_train, bs, 0, log, ""))
+            aset.s_test = norm(_saliency(strategy, sal_fn, aset.x_test, bs, 0, log, ""))
+            adv[(name, None)] = aset
+            attacks_out[name] = {
+                "type": acfg.type, "eps": None, "eps_used": None, "adv_accuracy": aset.f_adv,
+                "images_per_second": aset.images_per_second, "by_eps": {}, **aset.extra,
+            }
+        else:
+            step = _attack_fn(model_fn, acfg)
+            by_eps: dict[str, float] = {}
+            for eps in acfg.eps:
+                consts = _attack_constants(acfg, eps)
+                t1 = time.perf_counter()
+                x_adv_tr = _craft(strategy, step, x_tr, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (train)")
+                x_adv_te = _craft(strategy, step, x_te, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (test)")
+                ips = (n_tr + n_te) / max(time.perf_counter() - t1, 1e-9)
+                adv_logits = run_batched(strategy, logits_fn, [x_adv_te], batch_size=bs)[0]
+                f_adv = accuracy(adv_logits, y_te)
+                by_eps[_eps_key(eps)] = f_adv
+                adv[(name, eps)] = AdvSet(
+                    x_adv_tr, x_adv_te,
+                    norm(_saliency(strategy, sal_fn, x_adv_tr, bs, 0, log, "")),
+                    norm(_saliency(strategy, sal_fn, x_adv_te, bs, 0, log, "")),
+                    f_adv, ips,
+                )
+                log(f"attack {name} eps={eps}: f accuracy {f_adv:.4f} ({ips:.0f} images/s)")
+            selected = _select_eps(acfg.eps, by_eps, cfg.epsilon_selection.max_accuracy)
+            used = selected if selected is not None else max(acfg.eps)
+            if selected is None:
+                log(f"attack {name}: no eps brings f below {cfg.epsilon_selection.max_accuracy}; Table 1 uses the largest, {used}")
+            attacks_out[name] = {
+                "type": acfg.type, "eps": selected, "eps_used": used, "adv_accuracy": by_eps[_eps_key(used)],
+                "images_per_second": float(np.mean([adv[(name, e)].images_per_second for e in acfg.eps])),
+                "by_eps": by_eps,
+            }
+        timings[f"attack:{name}"] = time.perf_counter() - t0
+
+    # ---- detectors ----------------------------------------------------------------------------
+    selected_key = {n: (n, a["eps_used"]) for n, a in attacks_out.items()}
+    primary = "image_saliency" if "image_saliency" in cfg.detectors else next(iter(cfg.detectors))
+    detector_cache: dict[tuple[str, str, float | None], keras.Model] = {}
+    scorers: dict[tuple[str, str, float | None], Callable] = {}
+    t_infer = [0.0, 0]
+
+    def detector_for(det_name: str, key: tuple[str, float | None]) -> Callable:
+        ck = (det_name, *key)
+        if ck not in detector_cache:
+            dcfg = cfg.detectors[det_name]
+            a = adv[key]
+            x, y = balanced_set(
+                detector_input(dcfg.inputs, x_tr, s_tr), detector_input(dcfg.inputs, a.x_train, a.s_train),
+                seed=_seed_for(cfg.seed, "detector-data", *ck),
+            )
+            log(f"detector {det_name} on {key[0]}" + (f" eps={key[1]}" if key[1] is not None else "") + f": {len(x)} images")
+            t0 = time.perf_counter()
+            detector_cache[ck] = train_detector(dcfg, x, y, strategy=strategy, seed=_seed_for(cfg.seed, "detector", *ck),
+                                                verbose=2 if verbose else 0)
+            timings[f"detector:{det_name}:{key[0]}:{key[1]}"] = time.perf_counter() - t0
+            scorers[ck] = scorer(detector_cache[ck])
+        return scorers[ck]
+
+    def evaluate(det_name: str, fit_key: tuple[str, float | None], test_key: tuple[str, float | None]) -> dict[str, float]:
+        dcfg = cfg.detectors[det_name]
+        score_fn = detector_for(det_name, fit_key)
+        a = adv[test_key]
+        t0 = time.perf_counter()
+        sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
+        sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
+        t_infer[0] += time.perf_counter() - t0
+        t_infer[1] += len(sc) + len(sa)
+        return detection_metrics(sc, sa)
+
+    results: dict[str, Any] = {
+        "suite": cfg.name,
+        "dataset": cfg.dataset.name,
+        "seed": cfg.seed,
+        "environment": {
+            "advsal_bench": __version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+            **describe(strategy),
+            "pairsearch_backend": pairsearch_backend,
+        },
+        "data": {"source": data.source, "train": int(len(data.x_train)), "test": int(len(data.x_test)),
+                 "adversarial_train": int(n_tr), "adversarial_test": int(n_te), "num_classes": int(data.num_classes)},
+        "classifier": classifier,
+        "saliency": {"method": cfg.saliency.method, "abs": cfg.saliency.abs, "normalize": cfg.saliency.normalize, "scale": scale},
+        "attacks": attacks_out,
+    }
+
+    if "table1" in cfg.experiments:
+        rows = []
+        for attack, key in selected_key.items():
+            for det_name in cfg.detectors:
+                m = evaluate(det_name, key, key)
+                rows.append({"attack": attack, "eps": key[1], "detector": det_name, "f_clean": f_clean,
+                             "f_adv": adv[key].f_adv, **m})
+        results["table1"] = rows
+
+    if "eps_generalization" in cfg.experiments:
+        results["eps_generalization"] = {}
+        for name, acfg in cfg.attacks.items():
+            if isinstance(acfg, JSMAConfig):
+                continue
+            grid = list(acfg.eps)
+            matrix = [[evaluate(primary, (name, fit), (name, test))["d_accuracy"] for fit in grid] for test in grid]
+            results["eps_generalization"][name] = {"detector": primary, "eps_fit": grid, "eps_test": grid, "accuracy": matrix}
+
+    if "attack_generalization" in cfg.experiments:
+        names = list(cfg.attacks)
+        matrix = [[evaluate(primary, selected_key[fit], selected_key[test])["d_accuracy"] for fit in names] for test in names]
+        results["attack_generalization"] = {"detector": primary, "attacks": names,
+                                            "eps": [selected_key[n][1] for n in names], "accuracy": matrix}
+
+    throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
+    timings["total"] = time.perf_counter() - t_start
+    results["images_per_second"] = {**{f"attack:{n}": a["images_per_second"] for n, a in attacks_out.items()}, **throughput}
+    results["timings_seconds"] = timings
+
+    if "gradcam" in cfg.experiments:
+        from .gradcam import gradcam_experiment
+
+        results["gradcam"] = gradcam_experiment(f, x_te, {n: adv[k].x_test for n, k in selected_key.items()}, out,
+                                                layers=cfg.gradcam.layers, images=cfg.gradcam.images)
+
+    for (det_name, attack, eps), model in detector_cache.items():
+        if (attack, eps) == selected_key.get(attack):
+            save_keras(model, out / "models" / f"d_{det_name}_{attack}.keras")
+
+    from .report import write_report
+
+    write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key))
+    write_json(out / "results.json", results)
+    return results
+
+
+# ---- stage helpers -------------------------------------------------------------------------------
+
+
+def _classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strategy, verbose: int, log: Log) -> keras.Model:
+    c = cfg.classifier
+    if c.path is not None:
+        try:
+            with strategy.scope():
+                model = keras.models.load_model(c.path, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe model file is an input error
+            raise InputError(f"{c.path}: cannot load the classifier ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        expected = (*data.x_train.shape[1:],)
+        if tuple(model.input_shape[1:]) != expected or model.output_shape[-1] != data.num_classes:
+            raise InputError(
+                f"{c.path}: expected a model from {expected} to {data.num_classes} logits, "
+                f"got {tuple(model.input_shape[1:])} -> {model.output_shape[-1]}"
+            )
+        log(f"classifier: loaded {c.path}")
+        return model
+    log(f"classifier: training {c.arch} for {c.epochs} epochs")
+    keras.utils.set_random_seed(_seed_for(cfg.seed, "classifier"))
+    with strategy.scope():
+        model = build_model(c.arch, data.x_train.shape[1:], data.num_classes, weights=c.weights)
+        model.compile(
+            optimizer=keras.optimizers.Adam(c.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    if c.epochs:
+        model.fit(data.x_train, data.y_train, batch_size=c.batch_size, epochs=c.epochs, shuffle=True,
+                  verbose=2 if verbose else 0)
+    return model
+
+
+def _model_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    def model_fn(x: tf.Tensor) -> tf.Tensor:
+        return model(x, training=False)
+
+    return model_fn
+
+
+def _logits_fn(model_fn: Callable) -> Callable:
+    def logits(x: tf.Tensor) -> tf.Tensor:
+        return model_fn(x)
+
+    return logits
+
+
+def _saliency_fn(model_fn: Callable, use_abs: bool) -> Callable:
+    def saliency(x: tf.Tensor) -> tf.Tensor:
+        return gradient_saliency(model_fn, x, abs=use_abs)
+
+    return saliency
+
+
+def _saliency(strategy, sal_fn, x: np.ndarray, batch_size: int, verbose: int, log: Log, label: str) -> np.ndarray:
+    progress = _Progress(len(x), verbose, label, log)
+    s = run_batched(strategy, sal_fn, [x], batch_size=batch_size, progress=progress)[0]
+    _check_finite(s, "saliency", batch_size)
+    return s
+
+
+def _attack_fn(model_fn: Callable, acfg: Any) -> Callable:
+    if acfg.type == "fgsm":
+        def step(x, eps):
+            return fgsm(model_fn, x, eps=eps)
+    elif acfg.type == "ifgsm_linf":
+        def step(x, eps, alpha):
+            return ifgsm_linf(model_fn, x, eps=eps, steps=acfg.steps, alpha=alpha)
+    elif acfg.type == "ifgsm_l2":
+        def step(x, eps, alpha):
+            return ifgsm_l2(model_fn, x, eps=eps, steps=acfg.steps, alpha=alpha)
+    else:  # pragma: no cover - config validation rejects other types
+        raise ValueError(f"attack type: expected fgsm, ifgsm_linf or ifgsm_l2, got {acfg.type!r}")
+    return step
+
+
+def _attack_constants(acfg: Any, eps: float) -> tuple[float, ...]:
+    if acfg.type == "fgsm":
+        return (eps,)
+    return (eps, acfg.alpha if acfg.alpha is not None else default_alpha(eps, acfg.steps))
+
+
+def _craft(strategy, step, x: np.ndarray, consts, batch_size: int, verbose: int, log: Log, label: str) -> np.ndarray:
+    progress = _Progress(len(x), verbose, label, log)
+    out = run_batched(strategy, step, [x], batch_size=batch_size, constants=consts, progress=progress)[0]
+    _check_finite(out, label, batch_size)
+    return out
+
+
+def _eps_key(eps: float) -> str:
+    return f"{eps:g}"
+
+
+def _select_eps(grid: tuple[float, ...], by_eps: dict[str, float], max_accuracy: float) -> float | None:
+    """The smallest eps of the grid at which f's accuracy falls below ``max_accuracy``."""
+    for eps in sorted(grid):
+        if by_eps[_eps_key(eps)] < max_accuracy:
+            return eps
+    return None
+
+
+def _jsma_set(cfg, name, acfg: JSMAConfig, f, x_tr, y_tr, x_te, y_te, num_classes, verbose, log) -> AdvSet:
+    from .attacks.jsma import jsma
+
+    model_fn = _model_fn(f)
+    parts: dict[str, list] = {"x_tr": [], "x_te": [], "success": [], "changed": []}
+    t_jac = t_pair = 0.0
+    t0 = time.perf_counter()
+    for split, xs, ys in (("x_tr", x_tr, y_tr), ("x_te", x_te, y_te)):
+        progress = _Progress(len(xs), verbose, f"{name} ({'train' if split == 'x_tr' else 'test'})", log)
+        for start in range(0, len(xs), acfg.batch_size):
+            res = jsma(model_fn, xs[start : start + acfg.batch_size], target=acfg.target, theta=acfg.theta,
+                       gamma=acfg.gamma, increase=acfg.increase, backend=acfg.backend,
+                       seed=_seed_for(cfg.seed, "jsma", name, split, start), num_classes=num_classes)
+            parts[split].append(res.x_adv)
+            if split == "x_te":
+                parts["success"].append(res.success)
+                parts["changed"].append(res.changed_fraction)
+            t_jac += res.seconds_jacobian
+            t_pair += res.seconds_pairsearch
+            progress(len(res.x_adv))
+    elapsed = time.perf_counter() - t0
+    x_adv_tr, x_adv_te = np.concatenate(parts["x_tr"]), np.concatenate(parts["x_te"])
+    _check_finite(x_adv_te, name, acfg.batch_size)
+    f_adv = accuracy(f.predict(x_adv_te, batch_size=256, verbose=0), y_te)
+    extra = {
+        "success_rate": float(np.mean(np.concatenate(parts["success"]))),
+        "changed_fraction": float(np.mean(np.concatenate(parts["changed"]))),
+        "seconds_jacobian": t_jac,
+        "seconds_pairsearch": t_pair,
+    }
+    log(f"attack {name}: f accuracy {f_adv:.4f}, success {extra['success_rate']:.3f}, "
+        f"changed {extra['changed_fraction']:.4f} of features")
+    empty = np.zeros((0,), np.float32)
+    return AdvSet(x_adv_tr, x_adv_te, empty, empty, f_adv, (len(x_tr) + len(x_te)) / max(elapsed, 1e-9), extra)
+
+
+def _examples(x_te, s_te, adv, selected_key, n: int = 4) -> dict[str, Any]:
+    """A few test images per attack for the report's Figure-1-style grid."""
+    return {
+        "clean": (x_te[:n], s_te[:n]),
+        "attacks": {name: (adv[key].x_test[:n], adv[key].s_test[:n]) for name, key in selected_key.items()},
+    }
