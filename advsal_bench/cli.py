@@ -11,6 +11,7 @@ EPILOG = """examples:
   python -m advsal_bench run configs/mnist.yaml --output runs/mnist --set classifier.epochs=3
   python -m advsal_bench run configs/cifar10_quick.yaml --set dataset.path=data/cifar10_test.npz
   python -m advsal_bench validate configs/mnist.yaml --set attacks.fgsm.eps=[0.1,0.3]
+  python -m advsal_bench bench --quick --json bench.json
 
 exit codes: 0 success, 2 bad config or input (nothing written), 1 any other failure
 """
@@ -38,7 +39,29 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate a suite file and print the resolved config")
     common(val)
+
+    bench = sub.add_parser("bench", help="throughput of each stage next to a minimal TF loop (no pytest needed)")
+    bench.add_argument("--quick", action="store_true", help="smaller batches and fewer repeats (about a minute)")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     return p
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .bench import run_bench
+    from .store import write_json
+
+    rows = run_bench(quick=args.quick)
+    table = [[r["stage"], r["batch"], f"{r['images_per_second']:.1f}",
+              "-" if r["ratio"] is None else f"{r['ratio']:.3f}", r["device"]] for r in rows]
+    print(tabulate(table, headers=["stage", "batch", "images/s", "ratio to minimal loop", "device"], tablefmt="github"))
+    jsma = [r for r in rows if r["stage"] == "jsma"]
+    for r in jsma:
+        print(f"jsma: {r['iterations']} iterations, pair search {100 * r['pairsearch_share']:.2f}% of the time")
+    if args.json:
+        write_json(args.json, rows)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
+        if args.command == "bench":
+            return _bench(args)
         cfg = load_config(args.suite, args.overrides)
         if args.command == "validate":
             print(config_to_yaml(cfg), end="")

@@ -1,0 +1,206 @@
+"""Throughput suite: each harness stage timed beside a hand-written minimal TF loop.
+
+The minimal loop does exactly the forward/backward passes a stage needs on the same model and batch,
+with nothing else (no strategy, no batching driver, no checks): the least work any implementation
+must do. ``ratio`` = harness time / minimal time per image, so 1.0 means no overhead.
+Used by ``python -m advsal_bench bench`` and by ``benchmarks/``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .attacks import fgsm, ifgsm_l2, ifgsm_linf
+from .attacks.ifgsm import default_alpha
+from .config import DistributeConfig
+from .distribute import get_strategy, run_batched
+from .models import build_model
+from .saliency import gradient_saliency
+
+STAGES = ("fgsm", "ifgsm_linf", "ifgsm_l2", "saliency", "detector", "jsma")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One stage on one batch: the harness callable and its minimal-loop twin, both over ``n`` images."""
+
+    stage: str
+    batch: int
+    n: int
+    harness: Callable[[], Any]
+    minimal: Callable[[], Any] | None
+
+
+def _images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def _minimal_ifgsm(model: keras.Model, norm: float, steps: int) -> Callable:
+    @tf.function(jit_compile=False)
+    def run(x, eps, alpha):
+        y = tf.argmax(model(x, training=False), axis=-1)
+        x_adv = x
+        for _ in range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x_adv, training=False))
+                )
+            g = tape.gradient(loss, x_adv)
+            if norm == np.inf:
+                x_adv = x_adv + alpha * tf.sign(g)
+                x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
+            else:
+                g = g / tf.maximum(tf.norm(tf.reshape(g, [tf.shape(g)[0], -1]), axis=1)[:, None, None, None], 1e-12)
+                eta = x_adv + alpha * g - x
+                n = tf.norm(tf.reshape(eta, [tf.shape(eta)[0], -1]), axis=1)[:, None, None, None]
+                x_adv = tf.clip_by_value(x + eta * tf.minimum(1.0, eps / tf.maximum(n, 1e-12)), 0.0, 1.0)
+        return x_adv
+
+    return run
+
+
+def _minimal_fgsm(model: keras.Model) -> Callable:
+    @tf.function
+    def run(x, eps):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = model(x, training=False)
+            y = tf.argmax(logits, axis=-1)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        return tf.clip_by_value(x + eps * tf.sign(tape.gradient(loss, x)), 0.0, 1.0)
+
+    return run
+
+
+def _minimal_saliency(model: keras.Model) -> Callable:
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            top = tf.reduce_sum(tf.reduce_max(model(x, training=False), axis=-1))
+        return tape.gradient(top, x)
+
+    return run
+
+
+def _over_batches(fn: Callable, x: np.ndarray, batch: int, *consts: float) -> Callable[[], None]:
+    c = tuple(tf.constant(v, tf.float32) for v in consts)
+
+    def run() -> None:
+        for i in range(0, len(x), batch):
+            fn(tf.convert_to_tensor(x[i : i + batch]), *c).numpy()
+
+    return run
+
+
+def workloads(
+    *,
+    arch: str = "mnist_net_f",
+    detector_arch: str = "mnist_net_d",
+    input_shape: tuple[int, ...] = (28, 28, 1),
+    batches: tuple[int, ...] = (256,),
+    n: int = 1024,
+    steps: int = 10,
+    stages: tuple[str, ...] = STAGES,
+    strategy: tf.distribute.Strategy | None = None,
+    jsma_images: int = 64,
+) -> list[Workload]:
+    """Build the harness/minimal pairs for the named stages on a freshly initialized model."""
+    strategy = strategy or get_strategy(DistributeConfig(strategy="one_device"))
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model(arch, input_shape, 10)
+    x = _images(n, input_shape)
+
+    def model_fn(t: tf.Tensor) -> tf.Tensor:
+        return model(t, training=False)
+
+    out: list[Workload] = []
+    for batch in batches:
+        if "fgsm" in stages:
+            def fgsm_step(t, eps):
+                return fgsm(model_fn, t, eps=eps)
+            out.append(Workload("fgsm", batch, n,
+                                lambda b=batch: run_batched(strategy, fgsm_step, [x], batch_size=b, constants=(0.1,)),
+                                _over_batches(_minimal_fgsm(model), x, batch, 0.1)))
+        for name, attack, norm, eps in (("ifgsm_linf", ifgsm_linf, np.inf, 0.1), ("ifgsm_l2", ifgsm_l2, 2, 2.0)):
+            if name not in stages:
+                continue
+            alpha = default_alpha(eps, steps)
+
+            def step(t, e, a, attack=attack):
+                return attack(model_fn, t, eps=e, alpha=a, steps=steps)
+            out.append(Workload(name, batch, n,
+                                lambda b=batch, step=step, e=eps, a=alpha: run_batched(strategy, step, [x], batch_size=b,
+                                                                                       constants=(e, a)),
+                                _over_batches(_minimal_ifgsm(model, norm, steps), x, batch, eps, alpha)))
+        if "saliency" in stages:
+            def sal_step(t):
+                return gradient_saliency(model_fn, t)
+            out.append(Workload("saliency", batch, n, lambda b=batch: run_batched(strategy, sal_step, [x], batch_size=b),
+                                _over_batches(_minimal_saliency(model), x, batch)))
+        if "detector" in stages:
+            from .detectors import detector_scores, scorer
+
+            with strategy.scope():
+                d = build_model(detector_arch, (*input_shape[:-1], 2 * input_shape[-1]), 1)
+            xd = _images(n, (*input_shape[:-1], 2 * input_shape[-1]), seed=1)
+            score = scorer(d)
+
+            @tf.function
+            def minimal_d(t):
+                return tf.math.sigmoid(d(t, training=False))
+            out.append(Workload("detector", batch, n,
+                                lambda b=batch: detector_scores(score, xd, strategy=strategy, batch_size=b),
+                                _over_batches(minimal_d, xd, batch)))
+    if "jsma" in stages:
+        from .attacks.jsma import jsma
+
+        xj = x[:jsma_images]
+        out.append(Workload("jsma", min(jsma_images, 64), len(xj),
+                            lambda: jsma(model_fn, xj, target="next", gamma=0.1, theta=1.0), None))
+    return out
+
+
+def measure(work: Workload, *, repeats: int = 5) -> dict[str, Any]:
+    """Median seconds over ``repeats`` runs after one warm-up (tracing) run."""
+
+    def median_time(fn: Callable[[], Any]) -> tuple[float, Any]:
+        last = fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            last = fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), last
+
+    t_h, result = median_time(work.harness)
+    row: dict[str, Any] = {"stage": work.stage, "batch": work.batch, "images_per_second": work.n / t_h, "ratio": None}
+    if work.minimal is not None:
+        t_m, _ = median_time(work.minimal)
+        row["ratio"] = t_h / t_m
+    if work.stage == "jsma":
+        total = result.seconds_jacobian + result.seconds_pairsearch
+        row["pairsearch_share"] = result.seconds_pairsearch / total if total else 0.0
+        row["iterations"] = result.iterations
+    return row
+
+
+def run_bench(*, quick: bool = False, repeats: int | None = None) -> list[dict[str, Any]]:
+    strategy = get_strategy(DistributeConfig(strategy="one_device"))
+    device = strategy.extended.worker_devices[0]
+    rows = []
+    batches = (256,) if quick else (64, 256)
+    for work in workloads(batches=batches, n=512 if quick else 1024, strategy=strategy,
+                          jsma_images=16 if quick else 64):
+        row = measure(work, repeats=repeats or (3 if quick else 5))
+        row["device"] = device
+        rows.append(row)
+    return rows
