@@ -42,7 +42,7 @@ def _f(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
 class DatasetConfig:
     name: str = _f("mnist", choices=DATASET_NAMES)
     source: str = _f("sample", choices=DATA_SOURCES)
-    path: str | None = _f(None, path=True)
+    path: str | None = _f(None)
     train_size: int | None = _f(None, gt=0)
     test_size: int | None = _f(None, gt=0)
     image_size: int = _f(224, gt=0)
@@ -55,7 +55,7 @@ class ClassifierConfig:
     epochs: int = _f(10, ge=0)
     batch_size: int = _f(128, gt=0)
     learning_rate: float = _f(1e-3, gt=0)
-    path: str | None = _f(None, path=True)
+    path: str | None = _f(None)
     weights: str | None = _f(None)
 
 
@@ -266,14 +266,17 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of suite keys at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, list(overrides))
-    return config_from_dict(raw, base_dir=p.parent)
+    return config_from_dict(raw)
 
 
-def config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None) -> SuiteConfig:
-    """Validate a plain mapping (as parsed from YAML) into a frozen :class:`SuiteConfig`."""
+def config_from_dict(raw: Mapping[str, Any]) -> SuiteConfig:
+    """Validate a plain mapping (as parsed from YAML) into a frozen :class:`SuiteConfig`.
+
+    Relative data and model paths are taken from the current directory, like ``--set`` values.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"suite: expected a mapping, got {type(raw).__name__}")
-    cfg = _build(SuiteConfig, raw, "", base_dir=Path(base_dir) if base_dir else None)
+    cfg = _build(SuiteConfig, raw, "")
     return _resolve(cfg)
 
 
@@ -301,7 +304,7 @@ def _unknown(path: str, key: Any, valid: list[str]) -> ConfigError:
     return ConfigError(f"config key '{_key(path, str(key))}': unknown key{suggestion} (expected one of: {', '.join(valid)})")
 
 
-def _build(cls: type, raw: Any, path: str, *, base_dir: Path | None) -> Any:
+def _build(cls: type, raw: Any, path: str) -> Any:
     where = path or "suite"
     if raw is None:
         raw = {}
@@ -320,16 +323,16 @@ def _build(cls: type, raw: Any, path: str, *, base_dir: Path | None) -> Any:
                 raise ConfigError(f"config key '{key}': required, expected {_expected(hints[name])}")
             continue
         if path == "" and name == "attacks":
-            values[name] = _build_attacks(raw[name], key, base_dir=base_dir)
+            values[name] = _build_attacks(raw[name], key)
         elif path == "" and name == "detectors":
-            values[name] = _build_named(raw[name], key, DetectorConfig, base_dir=base_dir)
+            values[name] = _build_named(raw[name], key, DetectorConfig)
         else:
-            values[name] = _convert(hints[name], raw[name], key, base_dir=base_dir)
-        _check(values[name], f.metadata, key, base_dir=base_dir)
+            values[name] = _convert(hints[name], raw[name], key)
+        _check(values[name], f.metadata, key)
     return cls(**values)
 
 
-def _build_attacks(raw: Any, path: str, *, base_dir: Path | None) -> Mapping[str, Any]:
+def _build_attacks(raw: Any, path: str) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"config key '{path}': expected a non-empty mapping of attack name -> settings, got {_describe(raw)}")
     out = {}
@@ -344,15 +347,15 @@ def _build_attacks(raw: Any, path: str, *, base_dir: Path | None) -> Mapping[str
                 f"(or set 'type:' to one of them)"
             )
         body["type"] = kind
-        out[str(name)] = _build(ATTACK_CONFIGS[kind], body, f"{path}.{name}", base_dir=base_dir)
+        out[str(name)] = _build(ATTACK_CONFIGS[kind], body, f"{path}.{name}")
     return types.MappingProxyType(out)
 
 
-def _build_named(raw: Any, path: str, cls: type, *, base_dir: Path | None) -> Mapping[str, Any]:
+def _build_named(raw: Any, path: str, cls: type) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"config key '{path}': expected a non-empty mapping of name -> settings, got {_describe(raw)}")
     return types.MappingProxyType(
-        {str(name): _build(cls, body, f"{path}.{name}", base_dir=base_dir) for name, body in raw.items()}
+        {str(name): _build(cls, body, f"{path}.{name}") for name, body in raw.items()}
     )
 
 
@@ -369,7 +372,7 @@ def _expected(tp: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def _convert(tp: Any, value: Any, key: str, *, base_dir: Path | None) -> Any:
+def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -379,16 +382,16 @@ def _convert(tp: Any, value: Any, key: str, *, base_dir: Path | None) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, key, base_dir=base_dir)
+                return _convert(arg, value, key)
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}': expected {_expected(tp)}, got {_describe(value)}")
     if origin is tuple:
         (item,) = typing.get_args(tp)[:1]
         items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_convert(item, v, f"{key}[{i}]", base_dir=base_dir) for i, v in enumerate(items))
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(items))
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, base_dir=base_dir)
+        return _build(tp, value, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -406,7 +409,7 @@ def _convert(tp: Any, value: Any, key: str, *, base_dir: Path | None) -> Any:
     raise ConfigError(f"config key '{key}': expected {_expected(tp)}, got {_describe(value)}")
 
 
-def _check(value: Any, meta: Mapping[str, Any], key: str, *, base_dir: Path | None) -> None:
+def _check(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if value is None:
         return
     items = list(value) if isinstance(value, tuple) else [value]
