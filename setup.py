@@ -28,6 +28,7 @@ def _extensions():
             "advsal_bench._jsma_native",
             ["csrc/jsma_pairs.cpp"],
             include_dirs=["csrc"],
+            depends=["csrc/jsma_pairs_core.h"],
             cxx_std=17,
             extra_compile_args=compile_args,
             extra_link_args=link_args,

@@ -55,6 +55,8 @@ class ClassifierConfig:
     epochs: int = _f(10, ge=0)
     batch_size: int = _f(128, gt=0)
     learning_rate: float = _f(1e-3, gt=0)
+    lr_decay_epochs: tuple[int, ...] = _f((), gt=0)
+    lr_decay_factor: float = _f(0.1, gt=0, le=1)
     path: str | None = _f(None)
     weights: str | None = _f(None)
 

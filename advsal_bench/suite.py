@@ -309,9 +309,17 @@ def _classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strateg
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+    callbacks = []
+    if c.lr_decay_epochs:
+        boundaries = sorted(c.lr_decay_epochs)
+
+        def schedule(epoch: int, _lr: float) -> float:
+            return c.learning_rate * c.lr_decay_factor ** sum(epoch >= b for b in boundaries)
+
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     if c.epochs:
         model.fit(data.x_train, data.y_train, batch_size=c.batch_size, epochs=c.epochs, shuffle=True,
-                  verbose=2 if verbose else 0)
+                  callbacks=callbacks, verbose=2 if verbose else 0)
     return model
 
 

