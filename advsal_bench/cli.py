@@ -81,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             print(config_to_yaml(cfg), end="")
             print(f"{args.suite}: valid", file=sys.stderr)
             return 0
+        import tensorflow as tf
+
         from .report import table1_markdown
         from .suite import run_suite
+
+        # Each detector is a new model, so Keras/TF retracing notices are expected, not a problem.
+        tf.get_logger().setLevel("ERROR")
 
         output = Path(args.output) if args.output else Path("runs") / cfg.name
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[advsal_bench] {msg}", flush=True))

@@ -123,7 +123,8 @@ class EpsilonSelectionConfig:
 class SaliencyConfig:
     method: str = _f("gradient", choices=("gradient",))
     abs: bool = False
-    normalize: str = _f("global", choices=("none", "per_image", "global"))
+    # "none" measured best for the [image, saliency] detector (README, "Saliency scale").
+    normalize: str = _f("none", choices=("none", "per_image", "global"))
 
 
 @dataclass(frozen=True)

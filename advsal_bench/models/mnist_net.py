@@ -30,7 +30,7 @@ def mnist_net_d(input_shape: tuple[int, ...], num_outputs: int = 1, **_: object)
     return keras.Sequential(
         [
             keras.Input(shape=input_shape),
-            layers.Conv2D(32, 3, activation="relu", name="conv1"),
+            layers.Conv2D(16, 3, activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Conv2D(32, 3, activation="relu", name="conv2"),
             layers.MaxPooling2D(2, name="pool2"),
