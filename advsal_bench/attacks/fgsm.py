@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .utils import check_norm, loss_gradient, normalize, predicted_labels
+from .utils import check_norm, loss_gradient, normalize
 
 
 def fgsm(
@@ -24,7 +24,5 @@ def fgsm(
     """
     check_norm(norm)
     x = tf.convert_to_tensor(x, tf.float32)
-    if y is None:
-        y = predicted_labels(model_fn(x))
     grad = loss_gradient(model_fn, x, y)
     return tf.clip_by_value(x + eps * normalize(grad, norm), clip_min, clip_max)

@@ -43,10 +43,15 @@ def predicted_labels(logits: tf.Tensor) -> tf.Tensor:
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
-def loss_gradient(model_fn, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Gradient of the cross-entropy at labels ``y`` w.r.t. ``x`` (one forward, one backward)."""
+def loss_gradient(model_fn, x: tf.Tensor, y: tf.Tensor | None = None) -> tf.Tensor:
+    """Gradient of the cross-entropy at labels ``y`` w.r.t. ``x`` (one forward, one backward).
+
+    ``y=None`` uses the predicted labels of the same forward pass, so no second forward is needed.
+    """
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model_fn(x)
+        if y is None:
+            y = predicted_labels(tf.stop_gradient(logits))
         loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
     return tape.gradient(loss, x)
