@@ -168,10 +168,18 @@ def test_auto_picks_one_device_on_a_single_cpu(tf_initialized):
     if len(tf_initialized) > 1:
         pytest.skip("several GPUs: auto picks mirrored")
     strategy = get_strategy(DistributeConfig(strategy="auto"))
-    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    # one device without an explicit device list: TF's default strategy (no per-step distribution)
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
     info = describe(strategy)
     assert info == {"strategy": "one_device", "replicas": 1, "workers": 1, "devices": info["devices"]}
     assert len(info["devices"]) == 1
+
+
+def test_one_device_with_explicit_device_uses_one_device_strategy(tf_initialized):
+    strategy = get_strategy(DistributeConfig(strategy="one_device", devices=1))
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert describe(strategy)["strategy"] == "one_device"
 
 
 def test_run_batched_one_device_order_and_empty(tf_initialized):
