@@ -19,7 +19,7 @@ import tensorflow as tf
 from .attacks import fgsm, ifgsm_l2, ifgsm_linf
 from .attacks.ifgsm import default_alpha
 from .config import DistributeConfig
-from .distribute import get_strategy, run_batched
+from .distribute import describe, get_strategy, run_batched
 from .models import build_model
 from .saliency import gradient_saliency
 
@@ -195,7 +195,7 @@ def measure(work: Workload, *, repeats: int = 5) -> dict[str, Any]:
 
 def run_bench(*, quick: bool = False, repeats: int | None = None) -> list[dict[str, Any]]:
     strategy = get_strategy(DistributeConfig(strategy="one_device"))
-    device = strategy.extended.worker_devices[0]
+    device = describe(strategy)["devices"][0]
     rows = []
     batches = (256,) if quick else (64, 256)
     for work in workloads(batches=batches, n=512 if quick else 1024, strategy=strategy,
