@@ -36,7 +36,8 @@ def test_quick_yaml_loads():
     assert cfg.dataset.name == "mnist" and cfg.dataset.source == "sample"
     assert (cfg.dataset.train_size, cfg.dataset.test_size) == (4000, 1000)
     assert cfg.classifier.arch == "mnist_net_f" and cfg.classifier.learning_rate == 0.001
-    assert list(cfg.attacks) == ["fgsm", "ifgsm_linf", "ifgsm_l2"]
+    assert list(cfg.attacks) == ["fgsm", "ifgsm_linf", "ifgsm_l2", "jsma"]
+    assert isinstance(cfg.attacks["jsma"], JSMAConfig) and cfg.attacks["jsma"].gamma == 0.1
     assert isinstance(cfg.attacks["fgsm"], FGSMConfig)
     assert isinstance(cfg.attacks["ifgsm_linf"], IFGSMLinfConfig)
     assert isinstance(cfg.attacks["ifgsm_l2"], IFGSML2Config)
