@@ -27,8 +27,8 @@ def _extensions():
         Pybind11Extension(
             "advsal_bench._jsma_native",
             ["csrc/jsma_pairs.cpp"],
-            include_dirs=["csrc"],
-            depends=["csrc/jsma_pairs_core.h"],
+            include_dirs=["advsal_bench/pairsearch"],  # the one header shared with the CUDA kernels
+            depends=["advsal_bench/pairsearch/jsma_pairs_core.h"],
             cxx_std=17,
             extra_compile_args=compile_args,
             extra_link_args=link_args,

@@ -1,5 +1,6 @@
 // pybind11 module advsal_bench._jsma_native: exact JSMA pair search on the CPU.
-// The per-candidate/per-pair logic lives in jsma_pairs_core.h (shared with CUDA).
+// The per-candidate/per-pair logic lives in advsal_bench/pairsearch/jsma_pairs_core.h, the one header
+// the CUDA kernels (jsma_pairs.cu) include too.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -418,7 +419,7 @@ py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, 
 }  // namespace
 
 PYBIND11_MODULE(_jsma_native, m) {
-  m.doc() = "Exact JSMA pair search (C++/OpenMP); see csrc/jsma_pairs_core.h";
+  m.doc() = "Exact JSMA pair search (C++/OpenMP); see advsal_bench/pairsearch/jsma_pairs_core.h";
   m.def("best_pairs", &best_pairs, py::arg("target_grad"), py::arg("other_grad"), py::arg("domain"),
         py::arg("increase") = true, py::arg("threads") = 0,
         "Best admissible (p, q) per row: (p int64[B], q int64[B], score float64[B]); -1, -1, 0 when none.");

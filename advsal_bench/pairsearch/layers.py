@@ -1,6 +1,6 @@
 """Exact Pareto-layer JSMA pair search, vectorized NumPy (the portable backend).
 
-Same algorithm as csrc/jsma_pairs_core.h (see the proof there): candidates are
+Same algorithm as jsma_pairs_core.h (see the proof there): candidates are
 the points with at most one dominator under (u desc, v desc, index asc); pairs
 are then searched outwards in delta = u - v from -delta_p, pruned by
 ((sigma_p + sigma_max)^2 - |D|^2) / 4 against the best score.
