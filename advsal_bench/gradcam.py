@@ -25,10 +25,17 @@ DEFAULT_LAYERS = {
 def default_layers(model: keras.Model) -> tuple[str, ...]:
     if model.name in DEFAULT_LAYERS:
         return DEFAULT_LAYERS[model.name]
-    spatial = [l.name for l in model.layers if len(getattr(l, "output", None).shape or ()) == 4]
+    spatial = [l.name for l in model.layers if _rank(l) == 4]
     if not spatial:
         raise ValueError(f"gradcam: expected a model with 4-D feature maps, got none in {model.name!r}")
     return tuple(dict.fromkeys([spatial[0], spatial[len(spatial) // 2], spatial[-1]]))
+
+
+def _rank(layer: keras.layers.Layer) -> int:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer that was never called has no output
+        return 0
 
 
 def gradcam(model: keras.Model, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
