@@ -110,10 +110,9 @@ def run_suite(
     f = _classifier(cfg, data, strategy, verbose, log)
     save_keras(f, out / "models" / "f.keras")
     model_fn = _model_fn(f)
-    logits_fn = _logits_fn(model_fn)
     bs = cfg.classifier.batch_size
-    train_logits = run_batched(strategy, logits_fn, [data.x_train], batch_size=bs)[0]
-    test_logits = run_batched(strategy, logits_fn, [data.x_test], batch_size=bs)[0]
+    train_logits = run_batched(strategy, model_fn, [data.x_train], batch_size=bs)[0]
+    test_logits = run_batched(strategy, model_fn, [data.x_test], batch_size=bs)[0]
     _check_finite(test_logits, "classifier logits", bs)
     classifier = {"train_accuracy": accuracy(train_logits, data.y_train), "test_accuracy": accuracy(test_logits, data.y_test)}
     timings["classifier"] = time.perf_counter() - t0
@@ -143,7 +142,8 @@ def run_suite(
             from .pairsearch import resolve_backend
 
             pairsearch_backend = resolve_backend(acfg.backend)
-            aset = _jsma_set(cfg, name, acfg, f, x_tr, data.y_train[:n_tr], x_te, y_te, data.num_classes, verbose, log)
+            aset = _jsma_set(cfg, name, acfg, model_fn, strategy, x_tr, data.y_train[:n_tr], x_te, y_te,
+                             data.num_classes, verbose, log)
             aset.s_train = norm(_saliency(strategy, sal_fn, aset.x_train, bs, 0, log, ""))
             aset.s_test = norm(_saliency(strategy, sal_fn, aset.x_test, bs, 0, log, ""))
             adv[(name, None)] = aset
@@ -160,7 +160,7 @@ def run_suite(
                 x_adv_tr = _craft(strategy, step, x_tr, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (train)")
                 x_adv_te = _craft(strategy, step, x_te, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (test)")
                 ips = (n_tr + n_te) / max(time.perf_counter() - t1, 1e-9)
-                adv_logits = run_batched(strategy, logits_fn, [x_adv_te], batch_size=bs)[0]
+                adv_logits = run_batched(strategy, model_fn, [x_adv_te], batch_size=bs)[0]
                 f_adv = accuracy(adv_logits, y_te)
                 by_eps[_eps_key(eps)] = f_adv
                 adv[(name, eps)] = AdvSet(
@@ -330,13 +330,6 @@ def _model_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     return model_fn
 
 
-def _logits_fn(model_fn: Callable) -> Callable:
-    def logits(x: tf.Tensor) -> tf.Tensor:
-        return model_fn(x)
-
-    return logits
-
-
 def _saliency_fn(model_fn: Callable, use_abs: bool) -> Callable:
     def saliency(x: tf.Tensor) -> tf.Tensor:
         return gradient_saliency(model_fn, x, abs=use_abs)
@@ -391,10 +384,10 @@ def _select_eps(grid: tuple[float, ...], by_eps: dict[str, float], max_accuracy:
     return None
 
 
-def _jsma_set(cfg, name, acfg: JSMAConfig, f, x_tr, y_tr, x_te, y_te, num_classes, verbose, log) -> AdvSet:
+def _jsma_set(cfg, name, acfg: JSMAConfig, model_fn, strategy, x_tr, y_tr, x_te, y_te, num_classes, verbose,
+              log) -> AdvSet:
     from .attacks.jsma import jsma
 
-    model_fn = _model_fn(f)
     parts: dict[str, list] = {"x_tr": [], "x_te": [], "success": [], "changed": []}
     t_jac = t_pair = 0.0
     t0 = time.perf_counter()
@@ -414,7 +407,7 @@ def _jsma_set(cfg, name, acfg: JSMAConfig, f, x_tr, y_tr, x_te, y_te, num_classe
     elapsed = time.perf_counter() - t0
     x_adv_tr, x_adv_te = np.concatenate(parts["x_tr"]), np.concatenate(parts["x_te"])
     _check_finite(x_adv_te, name, acfg.batch_size)
-    f_adv = accuracy(f.predict(x_adv_te, batch_size=256, verbose=0), y_te)
+    f_adv = accuracy(run_batched(strategy, model_fn, [x_adv_te], batch_size=256)[0], y_te)
     extra = {
         "success_rate": float(np.mean(np.concatenate(parts["success"]))),
         "changed_fraction": float(np.mean(np.concatenate(parts["changed"]))),
