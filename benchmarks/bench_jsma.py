@@ -20,23 +20,9 @@ import numpy as np
 import pytest
 
 from advsal_bench.attacks.jsma import jsma
+from _models import small_cnn
 
 BATCH = 64
-
-
-def _small_cnn(shape, seed: int = 0):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input(shape),
-            keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
-            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +35,7 @@ def mnist_setup():
     order = np.random.default_rng(0).permutation(len(x))
     x = (x[order] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
     y = y[order].astype(np.int64)
-    model = _small_cnn((28, 28, 1))
+    model = small_cnn((28, 28, 1))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:4500], y[:4500], epochs=2, batch_size=64, verbose=0)
     return model, x[4500 : 4500 + BATCH], y[4500 : 4500 + BATCH]
@@ -92,7 +78,7 @@ def test_jsma_mnist_batch64(benchmark, mnist_setup) -> None:
 
 
 def test_jsma_cifar_sized_batch64(benchmark) -> None:
-    model = _small_cnn((32, 32, 3))
+    model = small_cnn((32, 32, 3))
     x = np.random.default_rng(1).random((BATCH, 32, 32, 3), dtype=np.float32)
     benchmark.extra_info.update(input="32x32x3 (random inputs, random-init CNN)", gamma=0.05, batch=BATCH)
     _run(benchmark, model, x, None, gamma=0.05, rounds=1)

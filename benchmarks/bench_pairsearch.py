@@ -15,24 +15,10 @@ import numpy as np
 import pytest
 
 import advsal_bench.pairsearch as ps
+from _models import small_cnn
 
 SHAPES = {784: (28, 28, 1), 3072: (32, 32, 3), 12288: (64, 64, 3), 150528: (224, 224, 3)}
 _CACHE: dict = {}
-
-
-def small_cnn(shape, classes: int = 10, seed: int = 0):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input(shape),
-            keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
-            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(classes),
-        ]
-    )
 
 
 def gradients(kind: str, n: int):
