@@ -23,7 +23,7 @@ import numpy as np
 from ..config import DatasetConfig
 from ..errors import DataError
 from . import Dataset
-from .split import CIFAR10_CLASS_NAMES, Part, finish, reason
+from .split import CIFAR10_CLASS_NAMES, Part, data_folder, finish, reason
 
 _MAX_BYTES = 512 << 20  # official batches are ~31 MB each
 
@@ -107,13 +107,7 @@ def read_meta(path: Path) -> tuple[str, ...]:
 
 
 def load(cfg: DatasetConfig, *, seed: int) -> Dataset:
-    if cfg.path is None:
-        raise DataError("dataset.path: required for source 'cifar_batches', expected a cifar-10-batches-py folder")
-    folder = Path(cfg.path)
-    if not folder.is_dir():
-        raise DataError(f"{cfg.path}: folder not found (source 'cifar_batches' expects cifar-10-batches-py)")
-    if cfg.name != "cifar10":
-        raise DataError(f"dataset.source 'cifar_batches' holds CIFAR-10, got dataset.name {cfg.name!r}")
+    folder = data_folder(cfg, source="cifar_batches", expects="a cifar-10-batches-py folder", dataset="cifar10")
     train_files = sorted(
         (p for p in folder.iterdir() if re.fullmatch(r"data_batch_\d+", p.name) and p.is_file()),
         key=lambda p: int(p.name.rsplit("_", 1)[1]),

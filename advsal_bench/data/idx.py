@@ -18,7 +18,7 @@ import numpy as np
 from ..config import DatasetConfig
 from ..errors import DataError
 from . import Dataset
-from .split import MNIST_CLASS_NAMES, Part, finish, reason
+from .split import MNIST_CLASS_NAMES, Part, data_folder, finish, reason
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -72,13 +72,7 @@ def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
 
 
 def load(cfg: DatasetConfig, *, seed: int) -> Dataset:
-    if cfg.path is None:
-        raise DataError("dataset.path: required for source 'idx', expected a folder of MNIST IDX files")
-    folder = Path(cfg.path)
-    if not folder.is_dir():
-        raise DataError(f"{cfg.path}: folder not found (source 'idx' expects a folder of MNIST IDX files)")
-    if cfg.name != "mnist":
-        raise DataError(f"dataset.source 'idx' holds MNIST, got dataset.name {cfg.name!r}")
+    folder = data_folder(cfg, source="idx", expects="a folder of MNIST IDX files", dataset="mnist")
     parts = []
     for prefix in ("train", "t10k"):
         images_path = find_file(folder, f"{prefix}-images", "idx3")

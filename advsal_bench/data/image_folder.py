@@ -20,7 +20,7 @@ import numpy as np
 from ..config import DatasetConfig
 from ..errors import DataError
 from . import Dataset
-from .split import Part, finish, reason, split_quotas
+from .split import Part, data_folder, finish, reason, split_quotas
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 MAX_FAILED_SHARE = 0.10
@@ -70,11 +70,7 @@ def list_images(class_dir: Path) -> list[Path]:
 
 
 def load(cfg: DatasetConfig, *, seed: int) -> Dataset:
-    if cfg.path is None:
-        raise DataError("dataset.path: required for source 'image_folder', expected a folder of class subfolders")
-    folder = Path(cfg.path)
-    if not folder.is_dir():
-        raise DataError(f"{cfg.path}: folder not found (source 'image_folder' expects one subfolder per class)")
+    folder = data_folder(cfg, source="image_folder", expects="one subfolder per class")
     _pil()
     classes = list_classes(folder, cfg.classes)
     files = [list_images(folder / c) for c in classes]

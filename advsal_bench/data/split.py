@@ -21,6 +21,7 @@ Rules (the same for every source):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -51,6 +52,22 @@ class Part:
     xname: str = "x"
     yname: str = "y"
     ywhere: str | None = None
+
+
+def data_folder(cfg: DatasetConfig, *, source: str, expects: str, dataset: str | None = None) -> Path:
+    """The folder of a folder-based source, or a one-line DataError naming what was expected."""
+    if cfg.path is None:
+        raise DataError(f"dataset.path: required for source '{source}', expected {expects}")
+    folder = Path(cfg.path)
+    if not folder.is_dir():
+        raise DataError(f"{cfg.path}: folder not found (source '{source}' expects {expects})")
+    if dataset is not None and cfg.name != dataset:
+        raise DataError(f"dataset.source '{source}' holds {dataset_title(dataset)}, got dataset.name {cfg.name!r}")
+    return folder
+
+
+def dataset_title(name: str) -> str:
+    return {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(name, name)
 
 
 def reason(exc: BaseException) -> str:
