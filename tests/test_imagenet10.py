@@ -43,7 +43,11 @@ def _overrides(folder: Path, image_size: int, gamma: float) -> list[str]:
     ]
 
 
-def _check(results: dict, out: Path, n_features: int, gamma: float) -> None:
+def _run_suite(tmp_path: Path, *, image_size: int, source_size: int, gamma: float) -> None:
+    """Run configs/imagenet10.yaml on a generated folder and check what the suite promises."""
+    folder = _image_folder(tmp_path / "imgs", _classes(), per_class=2, size=source_size)
+    out = tmp_path / "out"
+    results = run_suite(load_config(SUITE, _overrides(folder, image_size, gamma=gamma)), out, verbose=0)
     assert results["data"]["num_classes"] == 10
     assert {r["attack"] for r in results["table1"]} == {"fgsm", "jsma"}
     j = results["attacks"]["jsma"]
@@ -56,18 +60,10 @@ def _check(results: dict, out: Path, n_features: int, gamma: float) -> None:
 
 def test_imagenet10_suite_small_images(tmp_path):
     """Loading, VGG16 training, FGSM, JSMA and Grad-CAM through the shipped suite, at 32x32 (seconds)."""
-    folder = _image_folder(tmp_path / "imgs", _classes(), per_class=2, size=40)
-    cfg = load_config(SUITE, _overrides(folder, 32, gamma=0.005))
-    out = tmp_path / "out"
-    results = run_suite(cfg, out, verbose=0)
-    _check(results, out, 32 * 32 * 3, 0.005)
+    _run_suite(tmp_path, image_size=32, source_size=40, gamma=0.005)
 
 
 @pytest.mark.slow
 def test_imagenet10_suite_224(tmp_path):
     """The same at the paper's 224x224, JSMA included (minutes on 2 CPU cores)."""
-    folder = _image_folder(tmp_path / "imgs", _classes(), per_class=2, size=256)
-    cfg = load_config(SUITE, _overrides(folder, 224, gamma=0.0001))
-    out = tmp_path / "out"
-    results = run_suite(cfg, out, verbose=0)
-    _check(results, out, 224 * 224 * 3, 0.0001)
+    _run_suite(tmp_path, image_size=224, source_size=256, gamma=0.0001)
