@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--output", "-o", help="output directory (default: runs/<suite name>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage messages")
+    run.add_argument("--fresh", action="store_true",
+                     help="ignore the stage store in the output directory and recompute every stage")
 
     val = sub.add_parser("validate", help="validate a suite file and print the resolved config")
     common(val)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         output = Path(args.output) if args.output else Path("runs") / cfg.name
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[advsal_bench] {msg}", flush=True))
-        results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log)
+        results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log, fresh=args.fresh)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -112,6 +112,8 @@ class AdversarialConfig:
 
     train_size: int | None = _f(None, gt=0)
     test_size: int | None = _f(None, gt=0)
+    # Crafted images are stored in chunks of this many, so a killed run resumes at the last full chunk.
+    chunk_size: int = _f(1024, gt=0)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def attacks_markdown(results: dict[str, Any]) -> str:
         if "success_rate" in a:
             extra = f"success {_pct(a['success_rate'])}%, changed {100 * a['changed_fraction']:.2f}% of features"
         rows.append([name, a["type"], "none" if a["eps"] is None else f"{a['eps']:g}", grid,
-                     f"{a['images_per_second']:.0f}", extra])
+                     f"{results.get('images_per_second', {}).get(f'attack:{name}', float('nan')):.0f}", extra])
     return tabulate(rows, headers=["attack", "type", "selected eps", "f accuracy % by eps", "images/s", "notes"],
                     tablefmt="github")
 
@@ -97,7 +97,8 @@ def examples_png(path: Path, examples: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any] | None = None) -> None:
+def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any] | None = None,
+                 stages: dict[str, str] | None = None) -> None:
     """Write report.md and its PNGs into ``out``."""
     parts = [f"# advsal_bench report: {results['suite']}", ""]
     env = results["environment"]
@@ -157,4 +158,8 @@ def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any]
     if ips:
         parts += ["## Throughput", "", tabulate([[k, f"{v:.1f}"] for k, v in ips.items()],
                                                 headers=["stage", "images/s"], tablefmt="github"), ""]
+    if stages:
+        parts += ["## Stages", "", "What this run computed and what it reused from the stage store "
+                  "(`store/`; `--fresh` recomputes everything).", "",
+                  tabulate(sorted(stages.items()), headers=["stage", "status"], tablefmt="github"), ""]
     write_text(out / "report.md", "\n".join(parts))

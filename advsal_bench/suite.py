@@ -29,14 +29,14 @@ from .errors import InputError, NumericalError
 from .metrics import accuracy, detection_metrics
 from .models import build_model
 from .saliency import fit_global_scale, gradient_saliency, normalize_saliency
-from .store import save_keras, write_json, write_text
+from .store import StageStore, array_digest, fingerprint, save_keras, sha256_file, write_json, write_text
 
 Log = Callable[[str], None]
 
 
 @dataclasses.dataclass
 class AdvSet:
-    """Adversarial train/test images for one (attack, eps) with their saliency maps."""
+    """Adversarial train/test images for one (attack, eps) with their saliency maps and store keys."""
 
     x_train: np.ndarray
     x_test: np.ndarray
@@ -44,6 +44,8 @@ class AdvSet:
     s_test: np.ndarray
     f_adv: float
     images_per_second: float
+    key: str
+    saliency_key: str
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -84,8 +86,13 @@ def run_suite(
     verbose: int = 1,
     log: Log | None = None,
     dataset: Dataset | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Run a validated suite end to end and write results.json, report.md and config.yaml."""
+    """Run a validated suite end to end and write results.json, report.md, config.yaml and stages.json.
+
+    Every stage's output is kept in ``<output_dir>/store`` keyed by what it depends on, so a rerun
+    reuses finished work (``fresh=True`` recomputes everything).
+    """
     log = log or (lambda msg: None)
     out = Path(output_dir)
     t_start = time.perf_counter()
@@ -98,16 +105,19 @@ def run_suite(
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").unlink(missing_ok=True)
-        write_text(out / "config.yaml", config_to_yaml(cfg))
     except OSError as exc:
         raise InputError(f"{out}: cannot write to the output directory ({exc.strerror or exc})") from None
+    write_text(out / "config.yaml", config_to_yaml(cfg))
+    store = StageStore(out / "store", reuse=not fresh, log=log)
+    # The data's content, not its path, is what downstream stages depend on.
+    data_key = array_digest(data.x_train, data.y_train, data.x_test, data.y_test)
 
     timings: dict[str, float] = {}
     throughput: dict[str, float] = {}
 
     # ---- classifier f ------------------------------------------------------------------------
     t0 = time.perf_counter()
-    f = _classifier(cfg, data, strategy, verbose, log)
+    f, f_key = _classifier(cfg, data, data_key, strategy, store, verbose, log)
     save_keras(f, out / "models" / "f.keras")
     model_fn = _model_fn(f)
     bs = cfg.classifier.batch_size
@@ -122,99 +132,142 @@ def run_suite(
     n_tr = min(cfg.adversarial.train_size or len(data.x_train), len(data.x_train))
     n_te = min(cfg.adversarial.test_size or len(data.x_test), len(data.x_test))
     x_tr, x_te, y_te = data.x_train[:n_tr], data.x_test[:n_te], data.y_test[:n_te]
+    y_tr = data.y_train[:n_tr]
     f_clean = accuracy(test_logits[:n_te], y_te)
     sal_fn = _saliency_fn(model_fn, cfg.saliency.abs)
-    t0 = time.perf_counter()
-    s_tr_raw = _saliency(strategy, sal_fn, x_tr, bs, verbose, log, "saliency (clean train)")
-    s_te_raw = _saliency(strategy, sal_fn, x_te, bs, verbose, log, "saliency (clean test)")
-    throughput["saliency"] = (n_tr + n_te) / max(time.perf_counter() - t0, 1e-9)
+
+    def saliency_stage(name: str, upstream: str, x_a: np.ndarray, x_b: np.ndarray, progress: int) -> tuple[Any, ...]:
+        stage = store.stage(name, upstream, cfg.saliency.method, cfg.saliency.abs)
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            t = time.perf_counter()
+            a = _saliency(strategy, sal_fn, x_a, bs, progress, log, f"{name} (train)")
+            b = _saliency(strategy, sal_fn, x_b, bs, progress, log, f"{name} (test)")
+            return {"train": a, "test": b}, {"seconds": time.perf_counter() - t}
+
+        arrays, values = store.arrays(stage, compute)
+        return arrays["train"], arrays["test"], values["seconds"], stage.key
+
+    s_tr_raw, s_te_raw, sal_seconds, clean_sal_key = saliency_stage(
+        "saliency:clean", fingerprint(f_key, n_tr, n_te), x_tr, x_te, verbose)
+    throughput["saliency"] = (n_tr + n_te) / max(sal_seconds, 1e-9)
     scale = fit_global_scale(s_tr_raw) if cfg.saliency.normalize == "global" else None
     norm = lambda s: normalize_saliency(s, cfg.saliency.normalize, scale=scale)  # noqa: E731
     s_tr, s_te = norm(s_tr_raw), norm(s_te_raw)
 
     # ---- attacks ------------------------------------------------------------------------------
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels ``start:stop`` of the train subset followed by the test subset."""
+        idx = np.arange(start, stop)
+        tr, te = idx[idx < n_tr], idx[idx >= n_tr] - n_tr
+        return np.concatenate([x_tr[tr], x_te[te]]), np.concatenate([y_tr[tr], y_te[te]])
+
     adv: dict[tuple[str, float | None], AdvSet] = {}
     attacks_out: dict[str, Any] = {}
     pairsearch_backend = None
+    chunk = cfg.adversarial.chunk_size
     for name, acfg in cfg.attacks.items():
         t0 = time.perf_counter()
+        params = {k: v for k, v in dataclasses.asdict(acfg).items() if k not in ("eps", "backend")}
         if isinstance(acfg, JSMAConfig):
             from .pairsearch import resolve_backend
 
             pairsearch_backend = resolve_backend(acfg.backend)
-            aset = _jsma_set(cfg, name, acfg, model_fn, strategy, x_tr, data.y_train[:n_tr], x_te, y_te,
-                             data.num_classes, verbose, log)
-            aset.s_train = norm(_saliency(strategy, sal_fn, aset.x_train, bs, 0, log, ""))
-            aset.s_test = norm(_saliency(strategy, sal_fn, aset.x_test, bs, 0, log, ""))
-            adv[(name, None)] = aset
-            attacks_out[name] = {
-                "type": acfg.type, "eps": None, "eps_used": None, "adv_accuracy": aset.f_adv,
-                "images_per_second": aset.images_per_second, "by_eps": {}, **aset.extra,
-            }
+            grid: tuple[float | None, ...] = (None,)
         else:
-            step = _attack_fn(model_fn, acfg)
-            by_eps: dict[str, float] = {}
-            for eps in acfg.eps:
-                consts = _attack_constants(acfg, eps)
-                t1 = time.perf_counter()
-                x_adv_tr = _craft(strategy, step, x_tr, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (train)")
-                x_adv_te = _craft(strategy, step, x_te, consts, acfg.batch_size, verbose, log, f"{name} eps={eps} (test)")
-                ips = (n_tr + n_te) / max(time.perf_counter() - t1, 1e-9)
-                adv_logits = run_batched(strategy, model_fn, [x_adv_te], batch_size=bs)[0]
-                f_adv = accuracy(adv_logits, y_te)
+            grid = acfg.eps
+        by_eps: dict[str, float] = {}
+        for eps in grid:
+            label = name if eps is None else f"{name} eps={eps}"
+            stage = store.stage(f"attack:{name}" + ("" if eps is None else f":eps={eps:g}"),
+                                f_key, params, eps, n_tr, n_te, chunk, cfg.seed)
+            progress = _Progress(n_tr + n_te, verbose, label, log)
+            if isinstance(acfg, JSMAConfig):
+                compute = _jsma_chunk(cfg, name, acfg, model_fn, rows, data.num_classes, progress)
+            else:
+                compute = _attack_chunk(strategy, _attack_fn(model_fn, acfg), _attack_constants(acfg, eps), rows,
+                                        acfg.batch_size, progress, label)
+            arrays, chunk_values = store.chunked(stage, n_tr + n_te, chunk, compute)
+            x_adv = arrays["x"]
+            seconds = sum(v["seconds"] for v in chunk_values)
+            s_adv_tr, s_adv_te, _, sal_key = saliency_stage(
+                f"saliency:{name}" + ("" if eps is None else f":eps={eps:g}"), stage.key, x_adv[:n_tr], x_adv[n_tr:], 0)
+            f_adv = accuracy(run_batched(strategy, model_fn, [x_adv[n_tr:]], batch_size=bs)[0], y_te)
+            extra: dict[str, Any] = {}
+            if isinstance(acfg, JSMAConfig):
+                extra = {"success_rate": float(np.mean(arrays["success"][n_tr:])),
+                         "changed_fraction": float(np.mean(arrays["changed"][n_tr:]))}
+                timings[f"attack:{name}:jacobian"] = sum(v["seconds_jacobian"] for v in chunk_values)
+                timings[f"attack:{name}:pairsearch"] = sum(v["seconds_pairsearch"] for v in chunk_values)
+                log(f"attack {name}: f accuracy {f_adv:.4f}, success {extra['success_rate']:.3f}, "
+                    f"changed {extra['changed_fraction']:.4f} of features")
+            else:
                 by_eps[_eps_key(eps)] = f_adv
-                adv[(name, eps)] = AdvSet(
-                    x_adv_tr, x_adv_te,
-                    norm(_saliency(strategy, sal_fn, x_adv_tr, bs, 0, log, "")),
-                    norm(_saliency(strategy, sal_fn, x_adv_te, bs, 0, log, "")),
-                    f_adv, ips,
-                )
-                log(f"attack {name} eps={eps}: f accuracy {f_adv:.4f} ({ips:.0f} images/s)")
+                log(f"attack {label}: f accuracy {f_adv:.4f}")
+            adv[(name, eps)] = AdvSet(x_adv[:n_tr], x_adv[n_tr:], norm(s_adv_tr), norm(s_adv_te), f_adv,
+                                      (n_tr + n_te) / max(seconds, 1e-9), stage.key, sal_key, extra)
+        if isinstance(acfg, JSMAConfig):
+            selected, used = None, None
+        else:
             selected = _select_eps(acfg.eps, by_eps, cfg.epsilon_selection.max_accuracy)
             used = selected if selected is not None else max(acfg.eps)
             if selected is None:
                 log(f"attack {name}: no eps brings f below {cfg.epsilon_selection.max_accuracy}; Table 1 uses the largest, {used}")
-            attacks_out[name] = {
-                "type": acfg.type, "eps": selected, "eps_used": used, "adv_accuracy": by_eps[_eps_key(used)],
-                "images_per_second": float(np.mean([adv[(name, e)].images_per_second for e in acfg.eps])),
-                "by_eps": by_eps,
-            }
+        attacks_out[name] = {"type": acfg.type, "eps": selected, "eps_used": used, "adv_accuracy": adv[(name, used)].f_adv,
+                             "by_eps": by_eps, **adv[(name, used)].extra}
+        throughput[f"attack:{name}"] = float(np.mean([adv[(name, e)].images_per_second for e in grid]))
         timings[f"attack:{name}"] = time.perf_counter() - t0
 
     # ---- detectors ----------------------------------------------------------------------------
     selected_key = {n: (n, a["eps_used"]) for n, a in attacks_out.items()}
     primary = "image_saliency" if "image_saliency" in cfg.detectors else next(iter(cfg.detectors))
-    detector_cache: dict[tuple[str, str, float | None], keras.Model] = {}
-    scorers: dict[tuple[str, str, float | None], Callable] = {}
+    detectors: dict[tuple[str, str, float | None], tuple[keras.Model, str, Callable]] = {}
     t_infer = [0.0, 0]
+    saliency_cfg = dataclasses.asdict(cfg.saliency)
 
-    def detector_for(det_name: str, key: tuple[str, float | None]) -> Callable:
+    def key_label(key: tuple[str, float | None]) -> str:
+        return key[0] if key[1] is None else f"{key[0]}:eps={key[1]:g}"
+
+    def detector_for(det_name: str, key: tuple[str, float | None]) -> tuple[keras.Model, str, Callable]:
         ck = (det_name, *key)
-        if ck not in detector_cache:
+        if ck not in detectors:
             dcfg = cfg.detectors[det_name]
             a = adv[key]
-            x, y = balanced_set(
-                detector_input(dcfg.inputs, x_tr, s_tr), detector_input(dcfg.inputs, a.x_train, a.s_train),
-                seed=_seed_for(cfg.seed, "detector-data", *ck),
-            )
-            log(f"detector {det_name} on {key[0]}" + (f" eps={key[1]}" if key[1] is not None else "") + f": {len(x)} images")
+            stage = store.stage(f"detector:{det_name}:{key_label(key)}", dataclasses.asdict(dcfg), a.key,
+                                a.saliency_key, clean_sal_key, saliency_cfg, cfg.seed)
+
+            def build() -> keras.Model:
+                x, y = balanced_set(
+                    detector_input(dcfg.inputs, x_tr, s_tr), detector_input(dcfg.inputs, a.x_train, a.s_train),
+                    seed=_seed_for(cfg.seed, "detector-data", *ck),
+                )
+                log(f"detector {det_name} on {key_label(key)}: {len(x)} images")
+                return train_detector(dcfg, x, y, strategy=strategy, seed=_seed_for(cfg.seed, "detector", *ck),
+                                      verbose=2 if verbose else 0)
+
             t0 = time.perf_counter()
-            detector_cache[ck] = train_detector(dcfg, x, y, strategy=strategy, seed=_seed_for(cfg.seed, "detector", *ck),
-                                                verbose=2 if verbose else 0)
-            timings[f"detector:{det_name}:{key[0]}:{key[1]}"] = time.perf_counter() - t0
-            scorers[ck] = scorer(detector_cache[ck])
-        return scorers[ck]
+            model, _ = store.model(stage, build, lambda path: _load_model(path, strategy))
+            timings[f"detector:{det_name}:{key_label(key)}"] = time.perf_counter() - t0
+            detectors[ck] = (model, stage.key, scorer(model))
+        return detectors[ck]
 
     def evaluate(det_name: str, fit_key: tuple[str, float | None], test_key: tuple[str, float | None]) -> dict[str, float]:
         dcfg = cfg.detectors[det_name]
-        score_fn = detector_for(det_name, fit_key)
+        _, d_key, score_fn = detector_for(det_name, fit_key)
         a = adv[test_key]
-        t0 = time.perf_counter()
-        sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
-        sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
-        t_infer[0] += time.perf_counter() - t0
-        t_infer[1] += len(sc) + len(sa)
-        return detection_metrics(sc, sa)
+        stage = store.stage(f"eval:{det_name}:{key_label(fit_key)}:on:{key_label(test_key)}", d_key, a.key,
+                            a.saliency_key, clean_sal_key, saliency_cfg)
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            t = time.perf_counter()
+            sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
+            sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
+            return {}, {"metrics": detection_metrics(sc, sa), "seconds": time.perf_counter() - t, "images": len(sc) + len(sa)}
+
+        _, values = store.arrays(stage, compute)
+        t_infer[0] += values["seconds"]
+        t_infer[1] += values["images"]
+        return values["metrics"]
 
     results: dict[str, Any] = {
         "suite": cfg.name,
@@ -236,13 +289,13 @@ def run_suite(
     }
 
     if "table1" in cfg.experiments:
-        rows = []
+        rows_t1 = []
         for attack, key in selected_key.items():
             for det_name in cfg.detectors:
                 m = evaluate(det_name, key, key)
-                rows.append({"attack": attack, "eps": key[1], "detector": det_name, "f_clean": f_clean,
-                             "f_adv": adv[key].f_adv, **m})
-        results["table1"] = rows
+                rows_t1.append({"attack": attack, "eps": key[1], "detector": det_name, "f_clean": f_clean,
+                                "f_adv": adv[key].f_adv, **m})
+        results["table1"] = rows_t1
 
     if "eps_generalization" in cfg.experiments:
         results["eps_generalization"] = {}
@@ -259,24 +312,28 @@ def run_suite(
         results["attack_generalization"] = {"detector": primary, "attacks": names,
                                             "eps": [selected_key[n][1] for n in names], "accuracy": matrix}
 
-    throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
-    timings["total"] = time.perf_counter() - t_start
-    results["images_per_second"] = {**{f"attack:{n}": a["images_per_second"] for n, a in attacks_out.items()}, **throughput}
-    results["timings_seconds"] = timings
-
     if "gradcam" in cfg.experiments:
         from .gradcam import gradcam_experiment
 
         results["gradcam"] = gradcam_experiment(f, x_te, {n: adv[k].x_test for n, k in selected_key.items()}, out,
                                                 layers=cfg.gradcam.layers, images=cfg.gradcam.images)
 
-    for (det_name, attack, eps), model in detector_cache.items():
+    for (det_name, attack, eps), (model, _, _) in detectors.items():
         if (attack, eps) == selected_key.get(attack):
             save_keras(model, out / "models" / f"d_{det_name}_{attack}.keras")
 
+    # Timing-derived numbers live under these two keys only, so runs compare equal apart from them.
+    throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
+    timings["total"] = time.perf_counter() - t_start
+    results["images_per_second"] = throughput
+    results["timings_seconds"] = timings
+
     from .report import write_report
 
-    write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key))
+    write_json(out / "stages.json", store.report)
+    counts = {k: sum(1 for v in store.report.values() if v.split()[0] == k) for k in ("computed", "reused", "resumed")}
+    log("stages: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key), stages=store.report)
     write_json(out / "results.json", results)
     return results
 
@@ -284,12 +341,18 @@ def run_suite(
 # ---- stage helpers -------------------------------------------------------------------------------
 
 
-def _classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strategy, verbose: int, log: Log) -> keras.Model:
+def _load_model(path: Path | str, strategy: tf.distribute.Strategy) -> keras.Model:
+    with strategy.scope():
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def _classifier(cfg: SuiteConfig, data: Dataset, data_key: str, strategy: tf.distribute.Strategy, store: StageStore,
+                verbose: int, log: Log) -> tuple[keras.Model, str]:
+    """f, loaded from ``classifier.path`` or trained (and stored), with the key downstream stages hash."""
     c = cfg.classifier
     if c.path is not None:
         try:
-            with strategy.scope():
-                model = keras.models.load_model(c.path, compile=False, safe_mode=True)
+            model = _load_model(c.path, strategy)
         except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe model file is an input error
             raise InputError(f"{c.path}: cannot load the classifier ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         expected = (*data.x_train.shape[1:],)
@@ -299,7 +362,18 @@ def _classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strateg
                 f"got {tuple(model.input_shape[1:])} -> {model.output_shape[-1]}"
             )
         log(f"classifier: loaded {c.path}")
-        return model
+        return model, fingerprint("classifier-file", sha256_file(c.path))
+    stage = store.stage("classifier", dataclasses.asdict(c), data_key, cfg.seed)
+    model, _ = store.model(stage, lambda: _train_classifier(cfg, data, strategy, verbose, log),
+                           lambda path: _load_model(path, strategy))
+    if store.report.get("classifier") == "reused":
+        log("classifier: reused from the store")
+    return model, stage.key
+
+
+def _train_classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strategy, verbose: int,
+                      log: Log) -> keras.Model:
+    c = cfg.classifier
     log(f"classifier: training {c.arch} for {c.epochs} epochs")
     keras.utils.set_random_seed(_seed_for(cfg.seed, "classifier"))
     with strategy.scope():
@@ -365,11 +439,15 @@ def _attack_constants(acfg: Any, eps: float) -> tuple[float, ...]:
     return (eps, acfg.alpha if acfg.alpha is not None else default_alpha(eps, acfg.steps))
 
 
-def _craft(strategy, step, x: np.ndarray, consts, batch_size: int, verbose: int, log: Log, label: str) -> np.ndarray:
-    progress = _Progress(len(x), verbose, label, log)
-    out = run_batched(strategy, step, [x], batch_size=batch_size, constants=consts, progress=progress)[0]
-    _check_finite(out, label, batch_size)
-    return out
+def _attack_chunk(strategy, step, consts, rows, batch_size: int, progress: _Progress, label: str) -> Callable:
+    def compute(start: int, stop: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        x, _ = rows(start, stop)
+        t = time.perf_counter()
+        out = run_batched(strategy, step, [x], batch_size=batch_size, constants=consts, progress=progress)[0]
+        _check_finite(out, f"{label} (images {start}..{stop - 1})", batch_size)
+        return {"x": out}, {"seconds": time.perf_counter() - t}
+
+    return compute
 
 
 def _eps_key(eps: float) -> str:
@@ -384,40 +462,31 @@ def _select_eps(grid: tuple[float, ...], by_eps: dict[str, float], max_accuracy:
     return None
 
 
-def _jsma_set(cfg, name, acfg: JSMAConfig, model_fn, strategy, x_tr, y_tr, x_te, y_te, num_classes, verbose,
-              log) -> AdvSet:
+def _jsma_chunk(cfg: SuiteConfig, name: str, acfg: JSMAConfig, model_fn, rows, num_classes: int,
+                progress: _Progress) -> Callable:
     from .attacks.jsma import jsma
 
-    parts: dict[str, list] = {"x_tr": [], "x_te": [], "success": [], "changed": []}
-    t_jac = t_pair = 0.0
-    t0 = time.perf_counter()
-    for split, xs, ys in (("x_tr", x_tr, y_tr), ("x_te", x_te, y_te)):
-        progress = _Progress(len(xs), verbose, f"{name} ({'train' if split == 'x_tr' else 'test'})", log)
-        for start in range(0, len(xs), acfg.batch_size):
-            res = jsma(model_fn, xs[start : start + acfg.batch_size], target=acfg.target, theta=acfg.theta,
-                       gamma=acfg.gamma, increase=acfg.increase, backend=acfg.backend,
-                       seed=_seed_for(cfg.seed, "jsma", name, split, start), num_classes=num_classes)
-            parts[split].append(res.x_adv)
-            if split == "x_te":
-                parts["success"].append(res.success)
-                parts["changed"].append(res.changed_fraction)
+    def compute(start: int, stop: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        xs, ys = rows(start, stop)
+        parts: dict[str, list] = {"x": [], "success": [], "changed": []}
+        t_jac = t_pair = 0.0
+        t = time.perf_counter()
+        for b in range(0, len(xs), acfg.batch_size):
+            res = jsma(model_fn, xs[b : b + acfg.batch_size], y=ys[b : b + acfg.batch_size], target=acfg.target,
+                       theta=acfg.theta, gamma=acfg.gamma, increase=acfg.increase, backend=acfg.backend,
+                       seed=_seed_for(cfg.seed, "jsma", name, start + b), num_classes=num_classes)
+            parts["x"].append(res.x_adv)
+            parts["success"].append(res.success)
+            parts["changed"].append(res.changed_fraction)
             t_jac += res.seconds_jacobian
             t_pair += res.seconds_pairsearch
             progress(len(res.x_adv))
-    elapsed = time.perf_counter() - t0
-    x_adv_tr, x_adv_te = np.concatenate(parts["x_tr"]), np.concatenate(parts["x_te"])
-    _check_finite(x_adv_te, name, acfg.batch_size)
-    f_adv = accuracy(run_batched(strategy, model_fn, [x_adv_te], batch_size=256)[0], y_te)
-    extra = {
-        "success_rate": float(np.mean(np.concatenate(parts["success"]))),
-        "changed_fraction": float(np.mean(np.concatenate(parts["changed"]))),
-        "seconds_jacobian": t_jac,
-        "seconds_pairsearch": t_pair,
-    }
-    log(f"attack {name}: f accuracy {f_adv:.4f}, success {extra['success_rate']:.3f}, "
-        f"changed {extra['changed_fraction']:.4f} of features")
-    empty = np.zeros((0,), np.float32)
-    return AdvSet(x_adv_tr, x_adv_te, empty, empty, f_adv, (len(x_tr) + len(x_te)) / max(elapsed, 1e-9), extra)
+        x_adv = np.concatenate(parts["x"])
+        _check_finite(x_adv, f"{name} (images {start}..{stop - 1})", acfg.batch_size)
+        return ({"x": x_adv, "success": np.concatenate(parts["success"]), "changed": np.concatenate(parts["changed"])},
+                {"seconds": time.perf_counter() - t, "seconds_jacobian": t_jac, "seconds_pairsearch": t_pair})
+
+    return compute
 
 
 def _examples(x_te, s_te, adv, selected_key, n: int = 4) -> dict[str, Any]:
