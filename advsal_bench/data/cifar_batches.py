@@ -11,6 +11,7 @@ ndarray pickle needs; any other global (``os.system``, ``builtins.eval``, ...) i
 """
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 import re
@@ -41,6 +42,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # Python 3 pickles bytes with protocol 2 as _codecs.encode(str, 'latin1'): a pure function, safe.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
