@@ -191,3 +191,41 @@ def test_broken_input_exits_2_with_one_line_and_no_results(tmp_path, monkeypatch
 
 def test_at_least_fifteen_kinds():
     assert len(CASES) >= 15
+
+
+def test_nan_weights_in_classifier_stop_the_run_naming_the_stage(tmp_path, capsys):
+    import keras
+
+    from advsal_bench.models import build_model
+
+    f = build_model("mnist_net_f", MNIST_SHAPE, 10)
+    weights = f.get_weights()
+    weights[-1][:] = np.nan
+    f.set_weights(weights)
+    f.save(tmp_path / "nan_f.keras")
+    suite = _suite(tmp_path, "{name: mnist, source: sample, train_size: 100, test_size: 50}",
+                   f"classifier: {{path: {tmp_path / 'nan_f.keras'}}}\n")
+    suite.write_text(suite.read_text().replace("classifier: {epochs: 0}\n", ""))
+    out = tmp_path / "out"
+    rc = cli.main(["run", str(suite), "--output", str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert "classifier logits: NaN/Inf in 50 of 50 outputs (first in batch 0, image 0)" in err
+    assert not (out / "results.json").exists()
+    del keras
+
+
+def test_nan_gradients_in_saliency_name_the_batch():
+    import tensorflow as tf
+
+    from advsal_bench.errors import NumericalError
+    from advsal_bench.suite import _saliency, _saliency_fn
+
+    def model_fn(x):
+        # sqrt at 0 has an infinite derivative: finite logits, non-finite saliency where a pixel is 0.
+        return tf.sqrt(tf.reshape(x, (-1, 4)))
+
+    x = np.ones((12, 2, 2, 1), np.float32)
+    x[9] = 0.0
+    with pytest.raises(NumericalError, match=r"saliency: NaN/Inf in 1 of 12 outputs \(first in batch 2, image 9\)"):
+        _saliency(tf.distribute.get_strategy(), _saliency_fn(model_fn, False), x, 4, 0, lambda m: None, "")
