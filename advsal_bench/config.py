@@ -114,6 +114,9 @@ class AdversarialConfig:
     test_size: int | None = _f(None, gt=0)
     # Crafted images are stored in chunks of this many, so a killed run resumes at the last full chunk.
     chunk_size: int = _f(1024, gt=0)
+    # Clean images D never trains on, for thresholds chosen before test data is seen (tpr_at_5_fpr):
+    # taken from the test images beyond test_size, else from the train images beyond train_size.
+    validation_size: int = _f(500, ge=0)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,37 @@ def tpr_at_fpr(scores_clean_val: np.ndarray, scores_adv_test: np.ndarray, *, fpr
     return float(np.mean(np.asarray(scores_adv_test).ravel() >= thr))
 
 
+def operating_point_metrics(
+    scores_clean_val: np.ndarray,
+    scores_clean: np.ndarray,
+    scores_adv: np.ndarray,
+    fooled: np.ndarray,
+    *,
+    fpr: float = 0.05,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """The numbers reviewers ask for beyond accuracy.
+
+    ``tpr_at_5_fpr``: detection rate on adversarial test images at the threshold that flags at most
+    ``fpr`` of *clean validation* images (chosen before looking at test data); ``fpr_test`` is the
+    false-positive rate that threshold really gives on clean test images. ``d_adv_fooling``: detection
+    rate (at ``threshold``) on the adversarial images that actually fool f, the ones that matter.
+    """
+    scores_adv = np.asarray(scores_adv, np.float64).ravel()
+    fooled = np.asarray(fooled, bool).ravel()
+    if fooled.shape != scores_adv.shape:
+        raise ValueError(f"fooled: expected one flag per adversarial score ({scores_adv.size}), got {fooled.size}")
+    if len(np.asarray(scores_clean_val).ravel()):
+        thr = threshold_at_fpr(scores_clean_val, fpr)
+        tpr = float(np.mean(scores_adv >= thr)) if scores_adv.size else float("nan")
+        fpr_test = float(np.mean(np.asarray(scores_clean, np.float64).ravel() >= thr))
+    else:
+        tpr = fpr_test = float("nan")
+    d_fool = float(np.mean(scores_adv[fooled] >= threshold)) if fooled.any() else float("nan")
+    return {"tpr_at_5_fpr" if fpr == 0.05 else f"tpr_at_{fpr:g}_fpr": tpr, "fpr_test": fpr_test,
+            "d_adv_fooling": d_fool, "n_fooling": int(fooled.sum())}
+
+
 def accuracy(logits_or_labels: np.ndarray, y: np.ndarray) -> float:
     pred = np.asarray(logits_or_labels)
     if pred.ndim > 1:

@@ -20,8 +20,10 @@ def table1_markdown(results: dict[str, Any]) -> str:
     for r in results.get("table1", []):
         rows.append([r["attack"], "-" if r["eps"] is None else f"{r['eps']:g}", r["detector"], _pct(r["f_clean"]),
                      _pct(r["f_adv"]), _pct(r["d_clean"]), _pct(r["d_adv"]), _pct(r["d_accuracy"]),
-                     "n/a" if np.isnan(r["auc"]) else f"{r['auc']:.3f}"])
-    headers = ["attack", "eps", "detector", "f clean %", "f adv %", "D clean %", "D adv %", "D acc %", "AUC"]
+                     "n/a" if np.isnan(r["auc"]) else f"{r['auc']:.3f}", _pct(r.get("tpr_at_5_fpr")),
+                     _pct(r.get("d_adv_fooling"))])
+    headers = ["attack", "eps", "detector", "f clean %", "f adv %", "D clean %", "D adv %", "D acc %", "AUC",
+               "TPR@5%FPR %", "D adv (fooling f) %"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
@@ -97,8 +99,34 @@ def examples_png(path: Path, examples: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def roc_png(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str) -> None:
+    """ROC curves of several detectors on one attack's test set (sklearn computes the points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    for name, (clean, adv) in curves.items():
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(adv))]
+        fpr, tpr, _ = roc_curve(labels, np.r_[clean, adv])
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.axvline(0.05, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("false-positive rate (clean flagged)")
+    ax.set_ylabel("true-positive rate (adversarial flagged)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any] | None = None,
-                 stages: dict[str, str] | None = None) -> None:
+                 stages: dict[str, str] | None = None,
+                 roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None) -> None:
     """Write report.md and its PNGs into ``out``."""
     parts = [f"# advsal_bench report: {results['suite']}", ""]
     env = results["environment"]
@@ -120,12 +148,18 @@ def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any]
             "",
             "f clean/adv: f's accuracy on clean/adversarial test images. D clean: detector accuracy on clean test "
             "images (1 - false-positive rate); D adv: on adversarial test images (true-positive rate); "
-            "D acc: on both; AUC: ROC AUC of D's score.",
+            "D acc: on both; AUC: ROC AUC of D's score. TPR@5%FPR: D adv at the threshold that flags 5% of "
+            "clean *validation* images (chosen without test data). D adv (fooling f): D adv on the adversarial "
+            "images that turn f's correct answer wrong.",
             "",
             table1_markdown(results),
             "",
         ]
     figures = out / "figures"
+    for attack, curves in (roc or {}).items():
+        png = figures / f"roc_{attack}.png"
+        roc_png(png, curves, title=f"ROC on {attack}")
+        parts += [f"![ROC {attack}](figures/{png.name})", ""]
     for name, g in results.get("eps_generalization", {}).items():
         png = figures / f"eps_generalization_{name}.png"
         heatmap_png(png, g["accuracy"], g["eps_test"], g["eps_fit"], xlabel="eps_fit", ylabel="eps_test",

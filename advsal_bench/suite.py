@@ -26,7 +26,7 @@ from .data import Dataset, load_dataset
 from .detectors import balanced_set, detector_input, detector_scores, scorer, train_detector
 from .distribute import describe, get_strategy, run_batched
 from .errors import InputError, NumericalError
-from .metrics import accuracy, detection_metrics
+from .metrics import accuracy, detection_metrics, operating_point_metrics
 from .models import build_model
 from .saliency import fit_global_scale, gradient_saliency, normalize_saliency
 from .store import StageStore, array_digest, fingerprint, save_keras, sha256_file, write_json, write_text
@@ -46,6 +46,7 @@ class AdvSet:
     images_per_second: float
     key: str
     saliency_key: str
+    fooled: np.ndarray  # test images f classifies correctly clean and wrongly after the attack
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -134,26 +135,35 @@ def run_suite(
     x_tr, x_te, y_te = data.x_train[:n_tr], data.x_test[:n_te], data.y_test[:n_te]
     y_tr = data.y_train[:n_tr]
     f_clean = accuracy(test_logits[:n_te], y_te)
+    clean_correct = test_logits[:n_te].argmax(-1) == y_te
     sal_fn = _saliency_fn(model_fn, cfg.saliency.abs)
 
-    def saliency_stage(name: str, upstream: str, x_a: np.ndarray, x_b: np.ndarray, progress: int) -> tuple[Any, ...]:
+    def saliency_stage(name: str, upstream: str, parts: dict[str, np.ndarray], progress: int
+                       ) -> tuple[dict[str, np.ndarray], float, str]:
         stage = store.stage(name, upstream, cfg.saliency.method, cfg.saliency.abs)
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
-            a = _saliency(strategy, sal_fn, x_a, bs, progress, log, f"{name} (train)")
-            b = _saliency(strategy, sal_fn, x_b, bs, progress, log, f"{name} (test)")
-            return {"train": a, "test": b}, {"seconds": time.perf_counter() - t}
+            maps = {k: _saliency(strategy, sal_fn, x, bs, progress, log, f"{name} ({k})") for k, x in parts.items()}
+            return maps, {"seconds": time.perf_counter() - t}
 
         arrays, values = store.arrays(stage, compute)
-        return arrays["train"], arrays["test"], values["seconds"], stage.key
+        return arrays, values["seconds"], stage.key
 
-    s_tr_raw, s_te_raw, sal_seconds, clean_sal_key = saliency_stage(
-        "saliency:clean", fingerprint(f_key, n_tr, n_te), x_tr, x_te, verbose)
+    maps, sal_seconds, clean_sal_key = saliency_stage(
+        "saliency:clean", fingerprint(f_key, n_tr, n_te), {"train": x_tr, "test": x_te}, verbose)
+    s_tr_raw, s_te_raw = maps["train"], maps["test"]
     throughput["saliency"] = (n_tr + n_te) / max(sal_seconds, 1e-9)
     scale = fit_global_scale(s_tr_raw) if cfg.saliency.normalize == "global" else None
     norm = lambda s: normalize_saliency(s, cfg.saliency.normalize, scale=scale)  # noqa: E731
     s_tr, s_te = norm(s_tr_raw), norm(s_te_raw)
+    val_split, x_val = _validation_split(data, n_tr, n_te, cfg.adversarial.validation_size)
+    if cfg.adversarial.validation_size and not len(x_val):
+        log("validation: no clean images left beyond the adversarial subsets; tpr_at_5_fpr is n/a")
+    s_val = x_val
+    if len(x_val):
+        s_val = norm(saliency_stage("saliency:validation", fingerprint(f_key, val_split, len(x_val)), {"val": x_val},
+                                    0)[0]["val"])
 
     # ---- attacks ------------------------------------------------------------------------------
     def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,9 +200,11 @@ def run_suite(
             arrays, chunk_values = store.chunked(stage, n_tr + n_te, chunk, compute)
             x_adv = arrays["x"]
             seconds = sum(v["seconds"] for v in chunk_values)
-            s_adv_tr, s_adv_te, _, sal_key = saliency_stage(
-                f"saliency:{name}" + ("" if eps is None else f":eps={eps:g}"), stage.key, x_adv[:n_tr], x_adv[n_tr:], 0)
-            f_adv = accuracy(run_batched(strategy, model_fn, [x_adv[n_tr:]], batch_size=bs)[0], y_te)
+            maps, _, sal_key = saliency_stage(f"saliency:{name}" + ("" if eps is None else f":eps={eps:g}"), stage.key,
+                                              {"train": x_adv[:n_tr], "test": x_adv[n_tr:]}, 0)
+            s_adv_tr, s_adv_te = maps["train"], maps["test"]
+            adv_pred = run_batched(strategy, model_fn, [x_adv[n_tr:]], batch_size=bs)[0].argmax(-1)
+            f_adv = accuracy(adv_pred, y_te)
             extra: dict[str, Any] = {}
             if isinstance(acfg, JSMAConfig):
                 extra = {"success_rate": float(np.mean(arrays["success"][n_tr:])),
@@ -205,7 +217,8 @@ def run_suite(
                 by_eps[_eps_key(eps)] = f_adv
                 log(f"attack {label}: f accuracy {f_adv:.4f}")
             adv[(name, eps)] = AdvSet(x_adv[:n_tr], x_adv[n_tr:], norm(s_adv_tr), norm(s_adv_te), f_adv,
-                                      (n_tr + n_te) / max(seconds, 1e-9), stage.key, sal_key, extra)
+                                      (n_tr + n_te) / max(seconds, 1e-9), stage.key, sal_key,
+                                      (adv_pred != y_te) & clean_correct, extra)
         if isinstance(acfg, JSMAConfig):
             selected, used = None, None
         else:
@@ -223,6 +236,7 @@ def run_suite(
     primary = "image_saliency" if "image_saliency" in cfg.detectors else next(iter(cfg.detectors))
     detectors: dict[tuple[str, str, float | None], tuple[keras.Model, str, Callable]] = {}
     t_infer = [0.0, 0]
+    roc_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     saliency_cfg = dataclasses.asdict(cfg.saliency)
 
     def key_label(key: tuple[str, float | None]) -> str:
@@ -256,17 +270,22 @@ def run_suite(
         _, d_key, score_fn = detector_for(det_name, fit_key)
         a = adv[test_key]
         stage = store.stage(f"eval:{det_name}:{key_label(fit_key)}:on:{key_label(test_key)}", d_key, a.key,
-                            a.saliency_key, clean_sal_key, saliency_cfg)
+                            a.saliency_key, clean_sal_key, saliency_cfg, val_split, len(x_val))
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
             sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
             sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
-            return {}, {"metrics": detection_metrics(sc, sa), "seconds": time.perf_counter() - t, "images": len(sc) + len(sa)}
+            sv = detector_scores(score_fn, detector_input(dcfg.inputs, x_val, s_val), strategy=strategy)
+            metrics = {**detection_metrics(sc, sa), **operating_point_metrics(sv, sc, sa, a.fooled)}
+            return ({"clean": sc, "adv": sa},
+                    {"metrics": metrics, "seconds": time.perf_counter() - t, "images": len(sc) + len(sa) + len(sv)})
 
-        _, values = store.arrays(stage, compute)
+        arrays, values = store.arrays(stage, compute)
         t_infer[0] += values["seconds"]
         t_infer[1] += values["images"]
+        if fit_key == test_key:
+            roc_scores.setdefault(test_key[0], {})[det_name] = (arrays["clean"], arrays["adv"])
         return values["metrics"]
 
     results: dict[str, Any] = {
@@ -282,7 +301,8 @@ def run_suite(
             "pairsearch_backend": pairsearch_backend,
         },
         "data": {"source": data.source, "train": int(len(data.x_train)), "test": int(len(data.x_test)),
-                 "adversarial_train": int(n_tr), "adversarial_test": int(n_te), "num_classes": int(data.num_classes)},
+                 "adversarial_train": int(n_tr), "adversarial_test": int(n_te), "num_classes": int(data.num_classes),
+                 "validation": {"split": val_split, "size": int(len(x_val))}},
         "classifier": classifier,
         "saliency": {"method": cfg.saliency.method, "abs": cfg.saliency.abs, "normalize": cfg.saliency.normalize, "scale": scale},
         "attacks": attacks_out,
@@ -333,7 +353,8 @@ def run_suite(
     write_json(out / "stages.json", store.report)
     counts = {k: sum(1 for v in store.report.values() if v.split()[0] == k) for k in ("computed", "reused", "resumed")}
     log("stages: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key), stages=store.report)
+    write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key), stages=store.report,
+                 roc={a: roc_scores[a] for a in selected_key if a in roc_scores})
     write_json(out / "results.json", results)
     return results
 
@@ -448,6 +469,13 @@ def _attack_chunk(strategy, step, consts, rows, batch_size: int, progress: _Prog
         return {"x": out}, {"seconds": time.perf_counter() - t}
 
     return compute
+
+
+def _validation_split(data: Dataset, n_tr: int, n_te: int, size: int) -> tuple[str, np.ndarray]:
+    """Clean images outside every adversarial subset: test images first, since they match test data."""
+    if len(data.x_test) > n_te:
+        return "test", data.x_test[n_te : n_te + size]
+    return "train", data.x_train[n_tr : n_tr + size]
 
 
 def _eps_key(eps: float) -> str:

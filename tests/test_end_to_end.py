@@ -66,6 +66,9 @@ def test_detector_beats_chance_and_table_consistent(tiny_run):
         assert row["d_accuracy"] > 0.7, row
         assert row["auc"] > 0.75, row
         assert row["d_accuracy"] == pytest.approx((row["d_clean"] + row["d_adv"]) / 2)
+        assert 0.0 <= row["tpr_at_5_fpr"] <= 1.0 and 0.0 <= row["fpr_test"] <= 1.0
+        assert row["n_fooling"] > 0 and 0.0 <= row["d_adv_fooling"] <= 1.0
+    assert r["data"]["validation"] == {"split": "test", "size": 100}
     # the diagonal of each generalization matrix is the Table 1 number of the same D
     t1 = {(row["attack"], row["eps"]): row["d_accuracy"] for row in rows if row["detector"] == "image_saliency"}
     ag = r["attack_generalization"]
@@ -87,7 +90,7 @@ def test_outputs_written(tiny_run):
     assert env["strategy"] == "one_device" and env["replicas"] == 1 and env["tensorflow"]
     report = (out / "report.md").read_text()
     assert "Table 1" in report and "image_saliency" in report
-    for png in ("attack_generalization.png", "eps_generalization_fgsm.png", "examples.png", "gradcam.png"):
+    for png in ("attack_generalization.png", "eps_generalization_fgsm.png", "examples.png", "gradcam.png", "roc_fgsm.png"):
         data = (out / "figures" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (out / "config.yaml").is_file() and (out / "models" / "f.keras").is_file()

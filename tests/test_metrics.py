@@ -131,3 +131,30 @@ def test_accuracy_from_logits_and_labels():
     logits = np.array([[5, 0, 0], [0, 1, 0], [0, 3, 1], [0, 2, 9]], np.float32)
     assert accuracy(logits, y) == pytest.approx(0.5)
     assert accuracy(np.array([0, 1, 2, 2]), y) == pytest.approx(0.75)
+
+
+def test_operating_point_uses_validation_threshold_not_test():
+    from advsal_bench.metrics import operating_point_metrics
+
+    rng = np.random.default_rng(0)
+    # Clean validation scores uniform on [0, 1): the 5% FPR threshold sits near 0.95.
+    val = rng.random(20000)
+    # Adversarial scores: half at 0.99 (above), half at 0.90 (below the validation threshold).
+    adv = np.r_[np.full(500, 0.99), np.full(500, 0.90)]
+    # Clean *test* scores are all high: a threshold chosen on test would be different; ours must not move.
+    clean_test = np.full(100, 0.97)
+    fooled = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    m = operating_point_metrics(val, clean_test, adv, fooled)
+    assert m["tpr_at_5_fpr"] == pytest.approx(0.5)
+    assert m["fpr_test"] == pytest.approx(1.0)  # honest: the validation threshold flags every clean test score
+    assert m["d_adv_fooling"] == pytest.approx(1.0)  # the 500 fooling images all score 0.99 >= 0.5
+    assert m["n_fooling"] == 500
+
+
+def test_operating_point_without_validation_or_fooling_images_is_nan():
+    from advsal_bench.metrics import operating_point_metrics
+
+    m = operating_point_metrics([], [0.1], [0.9, 0.2], [False, False])
+    assert math.isnan(m["tpr_at_5_fpr"]) and math.isnan(m["d_adv_fooling"]) and m["n_fooling"] == 0
+    with pytest.raises(ValueError, match="expected one flag per adversarial score"):
+        operating_point_metrics([0.1], [0.1], [0.9, 0.2], [True])
