@@ -2,7 +2,8 @@
 
 f and D are tiny Keras nets on 4x4 or 8x8 images, with smooth activations (softplus, tanh) so that
 the saliency map has a non-zero derivative: a ReLU f is piecewise linear, its saliency piecewise
-constant, and the second-order term vanishes (see test_relu_saliency_has_no_second_order_term).
+constant, and the second-order term vanishes (test_relu_saliency_has_no_second_order_term; the remedy,
+models.surrogate.softplus_surrogate, is tested at the end).
 """
 from __future__ import annotations
 
@@ -272,3 +273,31 @@ def test_metzen_detector_frozen_f_and_safe_mode_roundtrip(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded(x).numpy(), d(x).numpy(), rtol=1e-5, atol=1e-6)
     assert len(loaded.trainable_weights) == len(d.trainable_weights) == 8  # the head's 4 convs only
+
+
+# --- ReLU f: a smooth copy supplies the saliency's gradient ----------------------------------------
+
+
+def test_softplus_surrogate_gives_relu_f_a_saliency_gradient():
+    from advsal_bench.models import build_model
+    from advsal_bench.models.surrogate import softplus_surrogate
+
+    keras.utils.set_random_seed(10)
+    f = build_model("mnist_net_f", (28, 28, 1), 10)  # ReLU and max-pooling
+    smooth = softplus_surrogate(f)
+    for a, b in zip(f.get_weights(), smooth.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not any(getattr(layer, "activation", None) is keras.activations.relu for layer in smooth.layers)
+
+    d = _d(28, 1, seed=11)
+    x = np.random.default_rng(12).uniform(0, 1, size=(8, 28, 28, 1)).astype(np.float32)
+    plain = make_detector_fn(d, f, inputs=("saliency",))
+    straight_through = make_detector_fn(d, f, inputs=("saliency",), saliency_model_fn=smooth)
+    # The value is f's saliency exactly; only the gradient changes.
+    np.testing.assert_array_equal(straight_through(x).numpy(), plain(x).numpy())
+    assert np.all(_grad(plain, x) == 0)
+    assert np.all(np.abs(_grad(straight_through, x)).reshape(8, -1).max(axis=1) > 0)
+    # And that gradient is useful: hiding from D now works, where the plain one cannot move at all.
+    np.testing.assert_array_equal(metzen_adaptive(f, plain, x, eps=0.1, sigma=1.0).numpy(), x)
+    moved = plain(metzen_adaptive(f, straight_through, x, eps=0.1, sigma=1.0)).numpy()
+    assert moved.mean() < plain(x).numpy().mean()

@@ -123,3 +123,10 @@ def test_unknown_adaptive_attack_name():
 
     with pytest.raises(ConfigError, match=r"unknown adaptive attack 'bpda': expected one of cw_detector, metzen"):
         ADAPTIVE_ATTACKS.get("bpda")
+
+
+def test_surrogate_beta_must_be_positive():
+    from advsal_bench.models.surrogate import softplus_surrogate
+
+    with pytest.raises(ValueError, match=r"beta: expected > 0, got 0"):
+        softplus_surrogate(_tiny_conv_f(), beta=0.0)

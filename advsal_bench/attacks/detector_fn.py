@@ -55,6 +55,7 @@ def make_detector_fn(
     saliency_abs: bool = False,
     saliency_scale: float | None = None,
     saliency_normalize: str = "none",
+    saliency_model_fn: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """Images [B, ...] -> D's logit [B] (positive: 'adversarial'), built as the pipeline builds D's input.
 
@@ -65,6 +66,10 @@ def make_detector_fn(
         inputs: D's channels in order, as ``detectors.detector_input`` concatenates them.
         saliency_abs, saliency_normalize, saliency_scale: as the YAML's ``saliency`` block and the
             run's stored ``scale`` (needed for 'global').
+        saliency_model_fn: a smooth stand-in for f (e.g. ``models.surrogate.softplus_surrogate(f)``)
+            that supplies only the *gradient* of the saliency map; its value stays f's, so D's
+            logit is unchanged. Needed when f uses ReLU: f's saliency then has a zero derivative
+            almost everywhere, and a saliency-only D would give the attack no gradient at all.
     """
     inputs = _check_inputs(inputs)
     if saliency_normalize not in NORMALIZATIONS:
@@ -80,13 +85,18 @@ def make_detector_fn(
     # Keras models take training=False (dropout off); plain callables get the tensor alone.
     is_keras = isinstance(detector_model, keras.Layer)
 
+    def _saliency(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
+        return normalize_saliency_tf(gradient_saliency(fn, x, abs=saliency_abs), saliency_normalize, scale=saliency_scale)
+
     def detector_fn(x: tf.Tensor) -> tf.Tensor:
         x = tf.convert_to_tensor(x, tf.float32)
         saliency = None
         if use_saliency:
-            saliency = normalize_saliency_tf(
-                gradient_saliency(model_fn, x, abs=saliency_abs), saliency_normalize, scale=saliency_scale
-            )
+            saliency = _saliency(model_fn, x)
+            if saliency_model_fn is not None:
+                # Straight-through: forward value from f, backward pass through the smooth copy.
+                smooth = _saliency(saliency_model_fn, x)
+                saliency = tf.stop_gradient(saliency) + (smooth - tf.stop_gradient(smooth))
         parts = [x if name == "image" else saliency for name in inputs]
         d_in = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
         logits = detector_model(d_in, training=False) if is_keras else detector_model(d_in)
