@@ -97,13 +97,28 @@ class JSMAConfig:
     batch_size: int = _f(64, gt=0)
 
 
+@dataclass(frozen=True)
+class CWL2Config:
+    """Carlini & Wagner L2: no eps, it finds the smallest perturbation it can."""
+
+    type: str = "cw_l2"
+    kappa: float = _f(0.0, ge=0)
+    c_init: float = _f(1.0, gt=0)
+    binary_search_steps: int = _f(5, gt=0)
+    steps: int = _f(100, gt=0)
+    learning_rate: float = _f(5e-2, gt=0)
+    batch_size: int = _f(256, gt=0)
+
+
 ATTACK_CONFIGS: dict[str, type] = {
     "fgsm": FGSMConfig,
     "ifgsm_linf": IFGSMLinfConfig,
     "ifgsm_l2": IFGSML2Config,
     "jsma": JSMAConfig,
+    "cw_l2": CWL2Config,
 }
-AttackConfig = Union[FGSMConfig, IFGSMLinfConfig, IFGSML2Config, JSMAConfig]
+AttackConfig = Union[FGSMConfig, IFGSMLinfConfig, IFGSML2Config, JSMAConfig, CWL2Config]
+EPS_FREE_ATTACKS = ("jsma", "cw_l2")
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,39 @@ class DetectorConfig:
     epochs: int = _f(10, ge=0)
     batch_size: int = _f(128, gt=0)
     learning_rate: float = _f(1e-4, gt=0)
+    # arch metzen_d only: the layer of f whose activations the detector reads (null: the arch's default).
+    layer: str | None = _f(None)
+
+
+@dataclass(frozen=True)
+class MetzenAdaptiveConfig:
+    """Metzen et al.'s attack on f + D; sigma weighs D's gradient against f's."""
+
+    sigma: tuple[float, ...] = _f((0.5, 1.0), ge=0, le=1, nonempty=True)
+    steps: int = _f(10, gt=0)
+    # null: the selected eps and norm of the attack D was fit on (an l_inf attack's for jsma and cw_l2).
+    eps: float | None = _f(None, gt=0)
+    norm: str = _f("auto", choices=("auto", "linf", "l2"))
+
+
+@dataclass(frozen=True)
+class CWDetectorAdaptiveConfig:
+    kappa: float = _f(0.0, ge=0)
+    c: float = _f(1.0, gt=0)
+    steps: int = _f(100, gt=0)
+    learning_rate: float = _f(5e-2, gt=0)
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """White-box attacks on f and D together, run against each Table 1 detector."""
+
+    attacks: tuple[str, ...] = _f((), choices=("metzen", "cw_detector"), unique=True)
+    detectors: tuple[str, ...] | None = _f(None, nonempty=True)
+    test_size: int = _f(200, gt=0)
+    batch_size: int = _f(100, gt=0)
+    metzen: MetzenAdaptiveConfig = MetzenAdaptiveConfig()
+    cw_detector: CWDetectorAdaptiveConfig = CWDetectorAdaptiveConfig()
 
 
 @dataclass(frozen=True)
@@ -172,6 +220,7 @@ class SuiteConfig:
     )
     experiments: tuple[str, ...] = _f(("table1",), choices=EXPERIMENTS, nonempty=True, unique=True)
     gradcam: GradCAMConfig = GradCAMConfig()
+    adaptive: AdaptiveConfig = AdaptiveConfig()
     distribute: DistributeConfig = DistributeConfig()
 
     def to_dict(self) -> dict[str, Any]:
@@ -486,6 +535,20 @@ def _resolve(cfg: SuiteConfig) -> SuiteConfig:
             raise ConfigError(f"config key 'attacks.{name}.target': expected a class index, got {a.target}")
     if "eps_generalization" in cfg.experiments and not any(hasattr(a, "eps") for a in cfg.attacks.values()):
         raise ConfigError("config key 'experiments': eps_generalization needs at least one attack with an 'eps' grid")
+    for name, d in detectors.items():
+        if d.arch == "metzen_d" and tuple(d.inputs) != ("image",):
+            raise ConfigError(f"config key 'detectors.{name}.inputs': metzen_d reads f's activations of the image, "
+                              f"expected [image], got {list(d.inputs)}")
+        if d.layer is not None and d.arch != "metzen_d":
+            raise ConfigError(f"config key 'detectors.{name}.layer': only arch metzen_d takes a layer, got arch {d.arch!r}")
+    ad = cfg.adaptive
+    for i, n in enumerate(ad.detectors or ()):
+        if n not in detectors:
+            raise ConfigError(f"config key 'adaptive.detectors[{i}]': unknown detector {n!r}; expected one of "
+                              f"{', '.join(detectors)}")
+    if ad.attacks and "table1" not in cfg.experiments:
+        raise ConfigError("config key 'adaptive.attacks': adaptive attacks target the Table 1 detectors, "
+                          "expected 'table1' in experiments")
     dist = cfg.distribute
     if isinstance(dist.devices, int) and dist.devices <= 0:
         raise ConfigError(f"config key 'distribute.devices': expected a count > 0 or a list of device names, got {dist.devices}")

@@ -71,4 +71,6 @@ def detector_scores(
     score_fn, x: np.ndarray, *, strategy: tf.distribute.Strategy, batch_size: int = 256
 ) -> np.ndarray:
     """Apply a :func:`scorer` to inputs, sharded over the strategy's replicas."""
+    if not len(x):
+        return np.zeros(0, np.float32)
     return run_batched(strategy, score_fn, [x], batch_size=batch_size)[0].ravel()
