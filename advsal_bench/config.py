@@ -162,7 +162,7 @@ class DetectorConfig:
 class MetzenAdaptiveConfig:
     """Metzen et al.'s attack on f + D; sigma weighs D's gradient against f's."""
 
-    sigma: tuple[float, ...] = _f((0.5, 1.0), ge=0, le=1, nonempty=True)
+    sigma: tuple[float, ...] = _f((0.0, 0.5, 1.0), ge=0, le=1, nonempty=True, unique=True)
     steps: int = _f(10, gt=0)
     # null: the selected eps and norm of the attack D was fit on (an l_inf attack's for jsma and cw_l2).
     eps: float | None = _f(None, gt=0)
@@ -185,6 +185,9 @@ class AdaptiveConfig:
     detectors: tuple[str, ...] | None = _f(None, nonempty=True)
     test_size: int = _f(200, gt=0)
     batch_size: int = _f(100, gt=0)
+    # Gradient through the saliency map from a softplus(beta*z)/beta copy of f (null: f's own, which is
+    # exactly zero almost everywhere for ReLU nets: gradient masking, not robustness).
+    surrogate_beta: float | None = _f(30.0, gt=0)
     metzen: MetzenAdaptiveConfig = MetzenAdaptiveConfig()
     cw_detector: CWDetectorAdaptiveConfig = CWDetectorAdaptiveConfig()
 

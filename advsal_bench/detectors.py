@@ -44,10 +44,13 @@ def train_detector(
     strategy: tf.distribute.Strategy,
     seed: int,
     verbose: int = 0,
+    f: keras.Model | None = None,
 ) -> keras.Model:
+    """Train D; ``f`` is needed by detectors that read f's activations (arch ``metzen_d``)."""
     keras.utils.set_random_seed(seed)
+    options = {"f": f, "layer": cfg.layer} if cfg.arch == "metzen_d" else {}
     with strategy.scope():
-        model = build_model(cfg.arch, x.shape[1:], 1)
+        model = build_model(cfg.arch, x.shape[1:], 1, **options)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),

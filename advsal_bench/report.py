@@ -32,11 +32,26 @@ def attacks_markdown(results: dict[str, Any]) -> str:
     for name, a in results["attacks"].items():
         grid = ", ".join(f"{e}: {_pct(v)}" for e, v in a["by_eps"].items()) or "-"
         extra = ""
-        if "success_rate" in a:
+        if "changed_fraction" in a:
             extra = f"success {_pct(a['success_rate'])}%, changed {100 * a['changed_fraction']:.2f}% of features"
+        elif "mean_l2" in a:
+            extra = f"success {_pct(a['success_rate'])}%, mean l2 {a['mean_l2']:.3f}"
         rows.append([name, a["type"], "none" if a["eps"] is None else f"{a['eps']:g}", grid,
                      f"{results.get('images_per_second', {}).get(f'attack:{name}', float('nan')):.0f}", extra])
     return tabulate(rows, headers=["attack", "type", "selected eps", "f accuracy % by eps", "images/s", "notes"],
+                    tablefmt="github")
+
+
+def adaptive_markdown(results: dict[str, Any]) -> str:
+    rows = []
+    for r in results.get("adaptive", []):
+        how = (f"metzen sigma={r['sigma']:g} ({r['norm']} {r['eps_adaptive']:g})" if r["adaptive_attack"] == "metzen"
+               else "cw_detector")
+        rows.append([r["detector"], r["attack"], how, _pct(r["success_rate"]), _pct(r["f_accuracy"]),
+                     _pct(r["detection_rate"]), _pct(r["detection_rate_fooling"]), _pct(r["non_adaptive"]["d_adv"]),
+                     f"{r['mean_l2']:.3f}", f"{r['mean_linf']:.3f}"])
+    return tabulate(rows, headers=["detector", "D fit on", "adaptive attack", "success %", "f acc %", "detection %",
+                                   "detection (fooling f) %", "non-adaptive detection %", "mean l2", "mean linf"],
                     tablefmt="github")
 
 
@@ -177,6 +192,13 @@ def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any]
                   "Rows: attack of the test set; columns: attack D was fit on (each at its selected eps).", "",
                   matrix_markdown(g["attacks"], g["attacks"], g["accuracy"], "test \\ fit"), "",
                   "![attack generalization](figures/attack_generalization.png)", ""]
+    if results.get("adaptive"):
+        parts += ["## Adaptive attacks on f + D", "",
+                  "White-box attacks that know D. success: f fooled *and* D silent (at D's 0.5 threshold); "
+                  "detection: D's alarm rate on the adaptive images (all / those that fool f); non-adaptive: the "
+                  "same D's Table 1 detection rate on the attack it was fit on. sigma weighs D's gradient "
+                  "against f's (sigma 0 is plain I-FGSM in the same ball).", "",
+                  adaptive_markdown(results), ""]
     if "gradcam" in results:
         gc = results["gradcam"]
         rows = [[layer, *[f"{gc['similarity'][a][layer]:.3f}" for a in gc["similarity"]]] for layer in gc["layers"]]

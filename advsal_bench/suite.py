@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
-from .attacks import fgsm, ifgsm_l2, ifgsm_linf
+from .attacks import cw_l2, fgsm, ifgsm_l2, ifgsm_linf
 from .attacks.ifgsm import default_alpha
-from .config import JSMAConfig, SuiteConfig, config_to_yaml
+from .config import EPS_FREE_ATTACKS, JSMAConfig, SuiteConfig, config_to_yaml
 from .data import Dataset, load_dataset
 from .detectors import balanced_set, detector_input, detector_scores, scorer, train_detector
 from .distribute import describe, get_strategy, run_batched
@@ -183,9 +183,8 @@ def run_suite(
             from .pairsearch import resolve_backend
 
             pairsearch_backend = resolve_backend(acfg.backend)
-            grid: tuple[float | None, ...] = (None,)
-        else:
-            grid = acfg.eps
+        eps_free = acfg.type in EPS_FREE_ATTACKS
+        grid: tuple[float | None, ...] = (None,) if eps_free else acfg.eps
         by_eps: dict[str, float] = {}
         for eps in grid:
             label = name if eps is None else f"{name} eps={eps}"
@@ -195,8 +194,9 @@ def run_suite(
             if isinstance(acfg, JSMAConfig):
                 compute = _jsma_chunk(cfg, name, acfg, model_fn, rows, data.num_classes, progress)
             else:
-                compute = _attack_chunk(strategy, _attack_fn(model_fn, acfg), _attack_constants(acfg, eps), rows,
-                                        acfg.batch_size, progress, label)
+                consts = () if eps is None else _attack_constants(acfg, eps)
+                compute = _attack_chunk(strategy, _attack_fn(model_fn, acfg), consts, rows, acfg.batch_size,
+                                        progress, label)
             arrays, chunk_values = store.chunked(stage, n_tr + n_te, chunk, compute)
             x_adv = arrays["x"]
             seconds = sum(v["seconds"] for v in chunk_values)
@@ -214,12 +214,17 @@ def run_suite(
                 log(f"attack {name}: f accuracy {f_adv:.4f}, success {extra['success_rate']:.3f}, "
                     f"changed {extra['changed_fraction']:.4f} of features")
             else:
-                by_eps[_eps_key(eps)] = f_adv
+                if eps is not None:
+                    by_eps[_eps_key(eps)] = f_adv
+                else:
+                    delta = (x_adv[n_tr:] - x_te).reshape(n_te, -1)
+                    extra = {"success_rate": float(np.mean((adv_pred != y_te) & clean_correct) / max(np.mean(clean_correct), 1e-12)),
+                             "mean_l2": float(np.mean(np.linalg.norm(delta, axis=1)))}
                 log(f"attack {label}: f accuracy {f_adv:.4f}")
             adv[(name, eps)] = AdvSet(x_adv[:n_tr], x_adv[n_tr:], norm(s_adv_tr), norm(s_adv_te), f_adv,
                                       (n_tr + n_te) / max(seconds, 1e-9), stage.key, sal_key,
                                       (adv_pred != y_te) & clean_correct, extra)
-        if isinstance(acfg, JSMAConfig):
+        if eps_free:
             selected, used = None, None
         else:
             selected = _select_eps(acfg.eps, by_eps, cfg.epsilon_selection.max_accuracy)
@@ -257,7 +262,7 @@ def run_suite(
                 )
                 log(f"detector {det_name} on {key_label(key)}: {len(x)} images")
                 return train_detector(dcfg, x, y, strategy=strategy, seed=_seed_for(cfg.seed, "detector", *ck),
-                                      verbose=2 if verbose else 0)
+                                      verbose=2 if verbose else 0, f=f)
 
             t0 = time.perf_counter()
             model, _ = store.model(stage, build, lambda path: _load_model(path, strategy))
@@ -320,7 +325,7 @@ def run_suite(
     if "eps_generalization" in cfg.experiments:
         results["eps_generalization"] = {}
         for name, acfg in cfg.attacks.items():
-            if isinstance(acfg, JSMAConfig):
+            if acfg.type in EPS_FREE_ATTACKS:
                 continue
             grid = list(acfg.eps)
             matrix = [[evaluate(primary, (name, fit), (name, test))["d_accuracy"] for fit in grid] for test in grid]
@@ -331,6 +336,13 @@ def run_suite(
         matrix = [[evaluate(primary, selected_key[fit], selected_key[test])["d_accuracy"] for fit in names] for test in names]
         results["attack_generalization"] = {"detector": primary, "attacks": names,
                                             "eps": [selected_key[n][1] for n in names], "accuracy": matrix}
+
+    if cfg.adaptive.attacks:
+        t0 = time.perf_counter()
+        results["adaptive"] = _adaptive(cfg, f, model_fn, strategy, store, adv, attacks_out, selected_key,
+                                        results["table1"], detector_for, key_label, x_te, y_te,
+                                        test_logits[:n_te].argmax(-1), sal_fn, norm, scale, f_key, log)
+        timings["adaptive"] = time.perf_counter() - t0
 
     if "gradcam" in cfg.experiments:
         from .gradcam import gradcam_experiment
@@ -449,8 +461,12 @@ def _attack_fn(model_fn: Callable, acfg: Any) -> Callable:
     elif acfg.type == "ifgsm_l2":
         def step(x, eps, alpha):
             return ifgsm_l2(model_fn, x, eps=eps, steps=acfg.steps, alpha=alpha)
+    elif acfg.type == "cw_l2":
+        def step(x):
+            return cw_l2(model_fn, x, kappa=acfg.kappa, c_init=acfg.c_init, binary_search_steps=acfg.binary_search_steps,
+                         steps=acfg.steps, learning_rate=acfg.learning_rate)
     else:  # pragma: no cover - config validation rejects other types
-        raise ValueError(f"attack type: expected fgsm, ifgsm_linf or ifgsm_l2, got {acfg.type!r}")
+        raise ValueError(f"attack type: expected fgsm, ifgsm_linf, ifgsm_l2 or cw_l2, got {acfg.type!r}")
     return step
 
 
@@ -469,6 +485,71 @@ def _attack_chunk(strategy, step, consts, rows, batch_size: int, progress: _Prog
         return {"x": out}, {"seconds": time.perf_counter() - t}
 
     return compute
+
+
+def _adaptive(cfg, f, model_fn, strategy, store, adv, attacks_out, selected_key, table1, detector_for, key_label,
+              x_te, y_te, clean_pred, sal_fn, norm, scale, f_key, log) -> list[dict[str, Any]]:
+    """Each adaptive attack against each Table 1 detector, next to the non-adaptive numbers."""
+    from .adaptive import adaptive_metrics, craft_cw_detector, craft_metzen, detector_fn_for, metzen_ball
+    from .models.surrogate import softplus_surrogate
+
+    ad = cfg.adaptive
+    n = min(ad.test_size, len(x_te))
+    x, y, pred0 = x_te[:n], y_te[:n], clean_pred[:n]
+    surrogate_fn = _model_fn(softplus_surrogate(f, beta=ad.surrogate_beta)) if ad.surrogate_beta else None
+    # Detectors fit on jsma or cw_l2 have no eps of their own: attack them in the suite's first l_inf ball.
+    linf = [(a["eps_used"]) for a in attacks_out.values() if a["type"] in ("fgsm", "ifgsm_linf")]
+    fallback = ("linf", float(linf[0])) if linf else None
+    t1 = {(r["attack"], r["detector"]): r for r in table1}
+    rows: list[dict[str, Any]] = []
+    for attack, key in selected_key.items():
+        for det_name in ad.detectors or tuple(cfg.detectors):
+            dcfg = cfg.detectors[det_name]
+            d_model, d_key, score_fn = detector_for(det_name, key)
+            dfn = detector_fn_for(d_model, dcfg, model_fn, cfg.saliency, scale, surrogate_fn)
+            ref = t1[(attack, det_name)]
+            base = {"attack": attack, "eps": key[1], "detector": det_name,
+                    "non_adaptive": {"f_adv": ref["f_adv"], "d_adv": ref["d_adv"], "d_adv_fooling": ref["d_adv_fooling"]}}
+
+            def measure(x_adv: np.ndarray) -> dict[str, Any]:
+                adv_pred = run_batched(strategy, model_fn, [x_adv], batch_size=256)[0].argmax(-1)
+                s_adv = norm(_saliency(strategy, sal_fn, x_adv, 256, 0, log, ""))
+                scores = detector_scores(score_fn, detector_input(dcfg.inputs, x_adv, s_adv), strategy=strategy)
+                return adaptive_metrics(x, y, x_adv, pred0, adv_pred, scores)
+
+            for kind in ad.attacks:
+                if kind == "metzen":
+                    ball = metzen_ball(ad, cfg.attacks[attack].type, key[1], fallback)
+                    if ball is None:
+                        log(f"adaptive metzen on {det_name}/{attack}: no eps ball defined (set adaptive.metzen.eps); skipped")
+                        continue
+                    stage = store.stage(f"adaptive:metzen:{det_name}:{key_label(key)}", d_key, f_key,
+                                        dataclasses.asdict(ad.metzen), ball, n, ad.surrogate_beta, ad.batch_size)
+
+                    def compute(ball=ball) -> tuple[dict, dict]:
+                        log(f"adaptive metzen on {det_name}/{key_label(key)}: {ball[0]} eps={ball[1]:g}, "
+                            f"sigma {list(ad.metzen.sigma)}, {n} images")
+                        sets = craft_metzen(strategy, model_fn, dfn, x, norm=ball[0], eps=ball[1], sigmas=ad.metzen.sigma,
+                                            steps=ad.metzen.steps, batch_size=ad.batch_size)
+                        return {}, {"rows": [{"sigma": s, "norm": ball[0], "eps_adaptive": ball[1], **measure(xa)}
+                                             for s, xa in sets.items()]}
+
+                    _, values = store.arrays(stage, compute)
+                    rows += [{**base, "adaptive_attack": "metzen", **r} for r in values["rows"]]
+                else:
+                    c = ad.cw_detector
+                    stage = store.stage(f"adaptive:cw_detector:{det_name}:{key_label(key)}", d_key, f_key,
+                                        dataclasses.asdict(c), n, ad.surrogate_beta, ad.batch_size)
+
+                    def compute() -> tuple[dict, dict]:
+                        log(f"adaptive cw_detector on {det_name}/{key_label(key)}: {c.steps} steps, {n} images")
+                        xa = craft_cw_detector(strategy, model_fn, dfn, x, kappa=c.kappa, c=c.c, steps=c.steps,
+                                               learning_rate=c.learning_rate, batch_size=ad.batch_size)
+                        return {}, {"row": measure(xa)}
+
+                    _, values = store.arrays(stage, compute)
+                    rows.append({**base, "adaptive_attack": "cw_detector", **values["row"]})
+    return rows
 
 
 def _validation_split(data: Dataset, n_tr: int, n_te: int, size: int) -> tuple[str, np.ndarray]:
