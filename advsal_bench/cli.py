@@ -12,6 +12,7 @@ EPILOG = """examples:
   python -m advsal_bench run configs/cifar10_quick.yaml --set dataset.path=data/cifar10_test.npz
   python -m advsal_bench validate configs/mnist.yaml --set attacks.fgsm.eps=[0.1,0.3]
   python -m advsal_bench bench --quick --json bench.json
+  python -m advsal_bench launch --workers 2 configs/quick.yaml --output runs/quick_2w
 
 exit codes: 0 success, 2 bad config or input (nothing written), 1 any other failure
 """
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="validate a suite file and print the resolved config")
     common(val)
 
+    launch = sub.add_parser("launch", help="run a suite with N multi-worker processes on this machine (localhost)")
+    common(launch)
+    # A string, checked in _launch: a bad count is a one-line error with exit code 2.
+    launch.add_argument("--workers", "-n", required=True, metavar="N", help="number of worker processes (>= 1)")
+    launch.add_argument("--output", "-o", help="output directory shared by the workers (default: runs/<suite name>)")
+    launch.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop every worker after this long (exit code 124)")
+
     bench = sub.add_parser("bench", help="throughput of each stage next to a minimal TF loop (no pytest needed)")
     bench.add_argument("--quick", action="store_true", help="smaller batches and fewer repeats (about a minute)")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
@@ -66,6 +75,24 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .launch import launch_local
+
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers!r}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
+    load_config(args.suite, args.overrides)  # a bad suite fails here once, not in every worker
+    return launch_local(args.suite, workers=workers, overrides=args.overrides, output=args.output,
+                        timeout=args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -78,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _bench(args)
+        if args.command == "launch":
+            return _launch(args)
         cfg = load_config(args.suite, args.overrides)
         if args.command == "validate":
             print(config_to_yaml(cfg), end="")

@@ -16,3 +16,16 @@ class DataError(InputError):
 
 class NumericalError(RuntimeError):
     """NaN/Inf found in gradients, saliency or model outputs (names the stage and batch)."""
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker run lost a peer (killed, crashed, unreachable or never started).
+
+    The message names the worker: ``worker 1 (localhost:12345) lost: stopped sending heartbeats``.
+    Every worker of the run must be restarted together; stored shards let the restart resume.
+    """
+
+    def __init__(self, message: str, *, task: int | None = None, address: str | None = None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.address = address
