@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
         output = Path(args.output) if args.output else Path("runs") / cfg.name
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[advsal_bench] {msg}", flush=True))
-        results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log, fresh=args.fresh)
+        from .distribute import peer_loss_guard
+
+        with peer_loss_guard():
+            results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log, fresh=args.fresh)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ADVSAL_DEBUG"):
             raise
         return 1
+    if "worker" in results:
+        print(f"worker {results['worker']}: done; worker 0 wrote {output / 'results.json'}")
+        return 0
     if "table1" in results:
         print()
         print(table1_markdown(results))

@@ -321,6 +321,20 @@ def worker_info(strategy: tf.distribute.Strategy) -> tuple[int, int, bool]:
     )
 
 
+def local_strategy(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
+    """The strategy for work a worker does alone: ``strategy`` itself unless it spans several workers.
+
+    Across workers, each one runs its own share (chunks, or the whole stage on the chief) on its own
+    devices: mirrored over its GPUs when it has more than one, else TF's default placement. Training
+    also runs here: Keras 3's ``model.fit`` does not run under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585), so the chief trains and the other workers load the stored model.
+    """
+    if not _is_multi_worker(strategy):
+        return strategy
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
 @functools.lru_cache(maxsize=8)
 def _barrier_fn(strategy: tf.distribute.Strategy) -> Callable[[], tf.Tensor]:
     @tf.function
@@ -344,16 +358,21 @@ def barrier(strategy: tf.distribute.Strategy) -> int:
 
 
 def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:
+    """Strategy, replicas per worker, workers and this worker's devices, as results.json records them."""
+    if _is_multi_worker(strategy):
+        _, workers, _ = worker_info(strategy)
+        local = local_strategy(strategy)
+        return {"strategy": "multi_worker", "replicas": int(local.num_replicas_in_sync), "workers": workers,
+                "devices": _devices(local)}
     kind = {
         "_DefaultDistributionStrategy": "one_device",
         "OneDeviceStrategy": "one_device",
         "MirroredStrategy": "mirrored",
-        "MultiWorkerMirroredStrategy": "multi_worker",
     }.get(type(strategy).__name__, type(strategy).__name__)
-    workers = 1
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is not None and kind == "multi_worker":
-        workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
+    return {"strategy": kind, "replicas": int(strategy.num_replicas_in_sync), "workers": 1, "devices": _devices(strategy)}
+
+
+def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     try:
         devices = list(strategy.extended.worker_devices)
     except (AttributeError, RuntimeError):
@@ -361,7 +380,7 @@ def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:
     if not devices:  # the default strategy names no device: it is TF's default placement
         gpus = tf.config.list_logical_devices("GPU")
         devices = [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
-    return {"strategy": kind, "replicas": int(strategy.num_replicas_in_sync), "workers": workers, "devices": devices}
+    return devices
 
 
 def run_batched(

@@ -133,12 +133,16 @@ class StageStore:
     """
 
     def __init__(self, root: str | os.PathLike[str], *, reuse: bool = True, log: Callable[[str], None] | None = None,
-                 writer: bool = True) -> None:
+                 worker: tuple[int, int] = (0, 1), sync: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
         self.reuse = reuse
         self.log = log or (lambda msg: None)
-        # Only one process of a multi-worker run updates the manifest; the others write their chunks.
-        self.writer = writer
+        # Multi-worker runs: chunked stages are split by chunk index, each worker writing its own chunks;
+        # whole stages (a model, a few arrays) are computed and written by worker 0 and loaded by the
+        # others. ``sync`` (a barrier across workers) keeps anyone from reading what is not yet written.
+        self.index, self.count = worker
+        self.writer = self.index == 0
+        self.sync = sync or (lambda: None)
         self.report: dict[str, str] = {}
 
     # ---- identity -------------------------------------------------------------------------------
@@ -202,6 +206,7 @@ class StageStore:
     def arrays(self, stage: Stage, compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """A stage whose output is a few arrays plus JSON-able values."""
+        self.sync()
         meta = self.load_meta(stage)
         if meta is not None:
             try:
@@ -210,6 +215,11 @@ class StageStore:
                 return arrays, meta["values"]
             except (OSError, ValueError) as exc:
                 self.log(f"store: {stage.name}: cannot read stored arrays ({exc}); recomputing")
+        if not self.writer:
+            self.sync()  # worker 0 computes and stores it meanwhile
+            meta = self._written_meta(stage)
+            self.report.setdefault(stage.name, "computed")
+            return (load_arrays(stage.file("arrays.npz")) if "arrays.npz" in meta["files"] else {}), meta["values"]
         self.begin(stage)
         arrays, values = compute()
         files = []
@@ -217,7 +227,15 @@ class StageStore:
             save_arrays(stage.file("arrays.npz"), arrays)
             files.append("arrays.npz")
         self.complete(stage, files, values)
+        self.sync()
         return arrays, values
+
+    def _written_meta(self, stage: Stage) -> dict[str, Any]:
+        try:
+            return json.loads(stage.file("meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{stage.file('meta.json')}: worker 0 did not store stage {stage.name} "
+                               f"(is the output directory shared by all workers?) ({exc})") from None
 
     def chunked(
         self,
@@ -225,15 +243,14 @@ class StageStore:
         n: int,
         chunk_size: int,
         compute_chunk: Callable[[int, int], tuple[dict[str, np.ndarray], dict[str, Any]]],
-        *,
-        mine: Callable[[int], bool] = lambda i: True,
     ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
         """A stage computed over ``n`` items in chunks; a killed run resumes at the first missing chunk.
 
         Chunk ``i`` covers items ``[i*chunk_size, min(n, (i+1)*chunk_size))`` and is written atomically
-        as soon as it is done. ``mine(i)`` selects the chunks this process computes (multi-worker
-        runs split them); the others must already be stored by the time they are read.
+        as soon as it is done. In a multi-worker run, worker k computes the chunks i with
+        i % workers == k and then reads everyone's.
         """
+        self.sync()
         meta = self.load_meta(stage)
         n_chunks = max(1, -(-n // chunk_size))
         names = [f"chunk_{i:05d}.npz" for i in range(n_chunks)]
@@ -244,10 +261,12 @@ class StageStore:
                 return _concat(parts), meta["values"]["chunks"]
             except (OSError, ValueError, KeyError) as exc:
                 self.log(f"store: {stage.name}: cannot read stored chunks ({exc}); recomputing")
-        self.begin(stage, keep_chunks=True)
+        if self.writer:
+            self.begin(stage, keep_chunks=True)
+        self.sync()
         reused = 0
         for i, fname in enumerate(names):
-            if not mine(i):
+            if i % self.count != self.index:
                 continue
             if self.reuse and _readable_chunk(stage.file(fname)):
                 reused += 1
@@ -256,10 +275,13 @@ class StageStore:
             arrays, values = compute_chunk(start, stop)
             save_arrays(stage.file(fname), {**arrays, **{f"value:{k}": np.asarray(v) for k, v in values.items()}})
             self.log(f"store: {stage.name}: chunk {i + 1}/{n_chunks} stored")
-        return self.finish_chunked(stage, names, reused)
+        self.sync()
+        result = self._finish_chunked(stage, names, reused)
+        self.sync()
+        return result
 
-    def finish_chunked(self, stage: Stage, names: list[str], reused: int = 0
-                       ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    def _finish_chunked(self, stage: Stage, names: list[str], reused: int
+                        ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
         parts, values = [], []
         for fname in names:
             try:
@@ -270,6 +292,7 @@ class StageStore:
             parts.append(raw)
         if self.writer:
             self.complete(stage, names, {"chunks": values})
+        self.report.setdefault(stage.name, "computed")
         if reused:
             self.report[stage.name] = f"resumed ({reused} of {len(names)} chunks reused)"
             self.log(f"store: {stage.name}: resumed, {reused} of {len(names)} chunks reused")
@@ -278,6 +301,7 @@ class StageStore:
     def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any],
               values: Callable[[], Mapping[str, Any]] | None = None) -> tuple[Any, dict[str, Any]]:
         """A stage whose output is one Keras model (saved as ``model.keras``)."""
+        self.sync()
         meta = self.load_meta(stage)
         if meta is not None:
             try:
@@ -286,10 +310,16 @@ class StageStore:
                 return model, meta["values"]
             except Exception as exc:  # noqa: BLE001 - any unreadable stored model is recomputed
                 self.log(f"store: {stage.name}: cannot load the stored model ({type(exc).__name__}); recomputing")
+        if not self.writer:
+            self.sync()  # worker 0 trains and stores it meanwhile
+            meta = self._written_meta(stage)
+            self.report.setdefault(stage.name, "computed")
+            return load(stage.file("model.keras")), meta["values"]
         self.begin(stage)
         model = build()
         save_keras(model, stage.file("model.keras"))
-        meta = self.complete(stage, ["model.keras"], values() if values else {})
+        meta = self.complete(stage, ["model.keras"], dict(values() if values else {}))
+        self.sync()
         return model, meta["values"]
 
 

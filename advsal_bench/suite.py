@@ -24,7 +24,7 @@ from .attacks.ifgsm import default_alpha
 from .config import EPS_FREE_ATTACKS, JSMAConfig, SuiteConfig, config_to_yaml
 from .data import Dataset, load_dataset
 from .detectors import balanced_set, detector_input, detector_scores, scorer, train_detector
-from .distribute import describe, get_strategy, run_batched
+from .distribute import barrier, describe, get_strategy, local_strategy, run_batched, worker_info
 from .errors import InputError, NumericalError
 from .metrics import accuracy, detection_metrics, operating_point_metrics
 from .models import build_model
@@ -91,13 +91,21 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run a validated suite end to end and write results.json, report.md, config.yaml and stages.json.
 
+    In a multi-worker run every worker calls this; worker 0 writes the outputs and returns the full
+    results, the others return what they computed, with ``"worker": index`` and nothing written.
+
     Every stage's output is kept in ``<output_dir>/store`` keyed by what it depends on, so a rerun
     reuses finished work (``fresh=True`` recomputes everything).
     """
     log = log or (lambda msg: None)
     out = Path(output_dir)
     t_start = time.perf_counter()
-    strategy = get_strategy(cfg.distribute)
+    cluster = get_strategy(cfg.distribute)
+    # Each worker computes on its own devices (``strategy``): its share of each chunked stage, and
+    # on worker 0 the whole-stage work (training, evaluation). ``cluster`` only synchronizes workers.
+    strategy = local_strategy(cluster)
+    runner = strategy
+    index, workers, chief = worker_info(cluster)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -105,11 +113,14 @@ def run_suite(
     log(f"data: {cfg.dataset.name} ({data.source}) train {len(data.x_train)}, test {len(data.x_test)}")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").unlink(missing_ok=True)
+        if chief:
+            (out / "results.json").unlink(missing_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot write to the output directory ({exc.strerror or exc})") from None
-    write_text(out / "config.yaml", config_to_yaml(cfg))
-    store = StageStore(out / "store", reuse=not fresh, log=log)
+    if chief:
+        write_text(out / "config.yaml", config_to_yaml(cfg))
+    store = StageStore(out / "store", reuse=not fresh, log=log, worker=(index, workers),
+                       sync=(lambda: barrier(cluster)) if workers > 1 else None)
     # The data's content, not its path, is what downstream stages depend on.
     data_key = array_digest(data.x_train, data.y_train, data.x_test, data.y_test)
 
@@ -119,11 +130,12 @@ def run_suite(
     # ---- classifier f ------------------------------------------------------------------------
     t0 = time.perf_counter()
     f, f_key = _classifier(cfg, data, data_key, strategy, store, verbose, log)
-    save_keras(f, out / "models" / "f.keras")
+    if chief:
+        save_keras(f, out / "models" / "f.keras")
     model_fn = _model_fn(f)
     bs = cfg.classifier.batch_size
-    train_logits = run_batched(strategy, model_fn, [data.x_train], batch_size=bs)[0]
-    test_logits = run_batched(strategy, model_fn, [data.x_test], batch_size=bs)[0]
+    train_logits = run_batched(runner, model_fn, [data.x_train], batch_size=bs)[0]
+    test_logits = run_batched(runner, model_fn, [data.x_test], batch_size=bs)[0]
     _check_finite(test_logits, "classifier logits", bs)
     classifier = {"train_accuracy": accuracy(train_logits, data.y_train), "test_accuracy": accuracy(test_logits, data.y_test)}
     timings["classifier"] = time.perf_counter() - t0
@@ -140,15 +152,20 @@ def run_suite(
 
     def saliency_stage(name: str, upstream: str, parts: dict[str, np.ndarray], progress: int
                        ) -> tuple[dict[str, np.ndarray], float, str]:
-        stage = store.stage(name, upstream, cfg.saliency.method, cfg.saliency.abs)
+        stage = store.stage(name, upstream, cfg.saliency.method, cfg.saliency.abs, cfg.adversarial.chunk_size)
+        x_all = np.concatenate(list(parts.values()))
+        bar = _Progress(len(x_all), progress, name, log)
 
-        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        def compute(start: int, stop: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
-            maps = {k: _saliency(strategy, sal_fn, x, bs, progress, log, f"{name} ({k})") for k, x in parts.items()}
-            return maps, {"seconds": time.perf_counter() - t}
+            maps = _saliency(runner, sal_fn, x_all[start:stop], bs, 0, log, f"{name} (images {start}..{stop - 1})")
+            bar(stop - start)
+            return {"s": maps}, {"seconds": time.perf_counter() - t}
 
-        arrays, values = store.arrays(stage, compute)
-        return arrays, values["seconds"], stage.key
+        arrays, values = store.chunked(stage, len(x_all), cfg.adversarial.chunk_size, compute)
+        bounds = np.cumsum([0] + [len(x) for x in parts.values()])
+        maps = {k: arrays["s"][bounds[i] : bounds[i + 1]] for i, k in enumerate(parts)}
+        return maps, sum(v["seconds"] for v in values), stage.key
 
     maps, sal_seconds, clean_sal_key = saliency_stage(
         "saliency:clean", fingerprint(f_key, n_tr, n_te), {"train": x_tr, "test": x_te}, verbose)
@@ -195,7 +212,7 @@ def run_suite(
                 compute = _jsma_chunk(cfg, name, acfg, model_fn, rows, data.num_classes, progress)
             else:
                 consts = () if eps is None else _attack_constants(acfg, eps)
-                compute = _attack_chunk(strategy, _attack_fn(model_fn, acfg), consts, rows, acfg.batch_size,
+                compute = _attack_chunk(runner, _attack_fn(model_fn, acfg), consts, rows, acfg.batch_size,
                                         progress, label)
             arrays, chunk_values = store.chunked(stage, n_tr + n_te, chunk, compute)
             x_adv = arrays["x"]
@@ -203,7 +220,7 @@ def run_suite(
             maps, _, sal_key = saliency_stage(f"saliency:{name}" + ("" if eps is None else f":eps={eps:g}"), stage.key,
                                               {"train": x_adv[:n_tr], "test": x_adv[n_tr:]}, 0)
             s_adv_tr, s_adv_te = maps["train"], maps["test"]
-            adv_pred = run_batched(strategy, model_fn, [x_adv[n_tr:]], batch_size=bs)[0].argmax(-1)
+            adv_pred = run_batched(runner, model_fn, [x_adv[n_tr:]], batch_size=bs)[0].argmax(-1)
             f_adv = accuracy(adv_pred, y_te)
             extra: dict[str, Any] = {}
             if isinstance(acfg, JSMAConfig):
@@ -279,9 +296,9 @@ def run_suite(
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
-            sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
-            sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
-            sv = detector_scores(score_fn, detector_input(dcfg.inputs, x_val, s_val), strategy=strategy)
+            sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=runner)
+            sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=runner)
+            sv = detector_scores(score_fn, detector_input(dcfg.inputs, x_val, s_val), strategy=runner)
             metrics = {**detection_metrics(sc, sa), **operating_point_metrics(sv, sc, sa, a.fooled)}
             return ({"clean": sc, "adv": sa},
                     {"metrics": metrics, "seconds": time.perf_counter() - t, "images": len(sc) + len(sa) + len(sv)})
@@ -302,7 +319,7 @@ def run_suite(
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "python": platform.python_version(),
-            **describe(strategy),
+            **describe(cluster),
             "pairsearch_backend": pairsearch_backend,
         },
         "data": {"source": data.source, "train": int(len(data.x_train)), "test": int(len(data.x_test)),
@@ -339,10 +356,17 @@ def run_suite(
 
     if cfg.adaptive.attacks:
         t0 = time.perf_counter()
-        results["adaptive"] = _adaptive(cfg, f, model_fn, strategy, store, adv, attacks_out, selected_key,
+        results["adaptive"] = _adaptive(cfg, f, model_fn, runner, store, adv, attacks_out, selected_key,
                                         results["table1"], detector_for, key_label, x_te, y_te,
                                         test_logits[:n_te].argmax(-1), sal_fn, norm, scale, f_key, log)
         timings["adaptive"] = time.perf_counter() - t0
+
+    throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
+    if not chief:
+        # Worker 0 writes results.json, the report and the models; the others wait for it, so that no
+        # worker leaves while another still needs it (a missing peer reads as a lost one).
+        store.sync()
+        return {**results, "worker": index}
 
     if "gradcam" in cfg.experiments:
         from .gradcam import gradcam_experiment
@@ -355,7 +379,6 @@ def run_suite(
             save_keras(model, out / "models" / f"d_{det_name}_{attack}.keras")
 
     # Timing-derived numbers live under these two keys only, so runs compare equal apart from them.
-    throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
     timings["total"] = time.perf_counter() - t_start
     results["images_per_second"] = throughput
     results["timings_seconds"] = timings
@@ -368,6 +391,7 @@ def run_suite(
     write_report(results, out, examples=_examples(x_te, s_te, adv, selected_key), stages=store.report,
                  roc={a: roc_scores[a] for a in selected_key if a in roc_scores})
     write_json(out / "results.json", results)
+    store.sync()
     return results
 
 
