@@ -47,15 +47,23 @@ constexpr std::int64_t kBruteForceCandidates = 48;
 constexpr std::int64_t kWarmup = 16;
 // Above this many points, radix sort beats std::sort.
 constexpr std::int64_t kRadixThreshold = 2048;
+// Points sampled to decide whether the pivot prefilter pays on long rows.
+constexpr std::int32_t kPrefilterSample = 1024;
 // Rows with at least this many features try the top-sigma search first.
 constexpr std::int64_t kTopMinN = 8192;
-// Aimed size of T (top sigma), its abort size, and the sample setting tau.
+// Aimed size of T (top sigma): n / kTopShare within [kTopMin, kTopTarget];
+// with ~2k of 150k the bound held on real-model, random and anti-correlated
+// gradients.  (Short rows stay on the layers: on 784-feature MNIST gradients
+// T needs ~15% of the row and the walks against it cost more than the layers.)
 constexpr std::int64_t kTopTarget = 2048;
-constexpr std::int64_t kTopMax = 4 * kTopTarget;
+constexpr std::int64_t kTopMin = 64;
+constexpr std::int64_t kTopShare = 6;
+// Sample setting tau: n / 4 features within [kTopMinSample, kTopSample].
 constexpr std::int64_t kTopSample = 4096;
-constexpr std::int64_t kTopMinSample = 256;
+constexpr std::int64_t kTopMinSample = 128;
 // Cells of the near map (bits) at most.
 constexpr std::int64_t kNearCells = 1 << 21;
+constexpr std::int64_t kNearPerPoint = 256;
 // Fewer features than this in the whole batch: no OpenMP team.
 constexpr std::int64_t kParallelMinWork = 1 << 16;
 
@@ -63,6 +71,7 @@ struct Workspace {
   std::vector<float> u, v;             // compacted domain, ascending index
   std::vector<std::int64_t> idx;
   std::vector<std::int32_t> keep;      // prefilter survivors, then sweep order
+  std::vector<std::uint8_t> cnt;       // dominating pivots per point
   std::vector<std::uint64_t> rk, rk_tmp;  // radix records: key << 32 | position
   std::vector<float> su, sv;           // survivors gathered in sweep order
   std::vector<std::int64_t> sidx;
@@ -95,19 +104,26 @@ inline std::uint32_t float_key(float f) {
 constexpr float kWeights[][2] = {{1, 0}, {0, 1}, {1, 1}, {2, 1}, {1, 2}};
 constexpr int kW = sizeof(kWeights) / sizeof(kWeights[0]);
 
-inline int dominating_pivots(const std::int32_t* piv, const float* pu, const float* pv, int np, std::int64_t i,
-                             float ui, float vi) {
-  int dominated = 0;
+// Adds to cnt[i] the number of pivots dominating point i, one pivot per pass:
+// a fixed-shape loop over the points that vectorizes.  Compacted positions
+// preserve index order, so pk < i compares indices.
+void count_dominating_pivots(const std::int32_t* piv, const float* pu, const float* pv, int np, const float* u,
+                             const float* v, std::int32_t begin, std::int32_t end, std::uint8_t* cnt) {
+  for (std::int32_t i = begin; i < end; ++i) cnt[i - begin] = 0;
   for (int k = 0; k < np; ++k) {
-    // Compacted positions preserve index order, so piv < i compares indices.
-    dominated += (piv[k] != i) & (pu[k] >= ui) & (pv[k] >= vi) & ((pu[k] > ui) | (pv[k] > vi) | (piv[k] < i));
+    const float a = pu[k], b = pv[k];
+    const std::int32_t pk = piv[k];
+    for (std::int32_t i = begin; i < end; ++i) {
+      const float ui = u[i], vi = v[i];
+      cnt[i - begin] += (pk != i) & (a >= ui) & (b >= vi) & ((a > ui) | (b > vi) | (pk < i));
+    }
   }
-  return dominated;
 }
 
 // Points each dominated by >= 2 pivots cannot be candidates; dropping them is
 // O(n) and usually leaves a tiny fraction to sort.  On anti-correlated
-// gradients almost nothing is dropped, so a sample decides whether to bother.
+// gradients almost nothing is dropped, so on long rows a sample decides
+// whether to bother.
 void pivot_prefilter(Workspace& w, std::int64_t m0, const std::int32_t* bi, std::int32_t extra) {
   std::int32_t piv[kW + 1];
   float pu[kW + 1], pv[kW + 1];
@@ -121,17 +137,23 @@ void pivot_prefilter(Workspace& w, std::int64_t m0, const std::int32_t* bi, std:
     ++np;
   }
   w.keep.resize(m0);
-  const std::int64_t sample = std::min<std::int64_t>(m0, 1024);
-  std::int64_t dropped = 0;
-  for (std::int64_t i = 0; i < sample; ++i) dropped += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) >= 2;
-  if (dropped * 4 < sample) {  // < 25% would go: not worth a pass
-    for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
-    return;
+  if (static_cast<std::int64_t>(w.cnt.size()) < m0) w.cnt.resize(m0);
+  std::uint8_t* cnt = w.cnt.data();
+  const std::int32_t m = static_cast<std::int32_t>(m0);
+  if (m0 > 4 * kPrefilterSample) {
+    count_dominating_pivots(piv, pu, pv, np, w.u.data(), w.v.data(), 0, kPrefilterSample, cnt);
+    std::int64_t dropped = 0;
+    for (std::int32_t i = 0; i < kPrefilterSample; ++i) dropped += cnt[i] >= 2;
+    if (dropped * 4 < kPrefilterSample) {  // < 25% would go: not worth a pass
+      for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
+      return;
+    }
   }
+  count_dominating_pivots(piv, pu, pv, np, w.u.data(), w.v.data(), 0, m, cnt);
   std::int64_t kept = 0;
-  for (std::int64_t i = 0; i < m0; ++i) {
-    w.keep[kept] = static_cast<std::int32_t>(i);
-    kept += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) < 2;
+  for (std::int32_t i = 0; i < m; ++i) {
+    w.keep[kept] = i;
+    kept += cnt[i] < 2;
   }
   w.keep.resize(kept);
 }
@@ -145,36 +167,39 @@ void sweep_order(Workspace& w) {
     return a < b;
   };
   const std::int64_t m = static_cast<std::int64_t>(ord.size());
-  if (m < kRadixThreshold) {
-    std::sort(ord.begin(), ord.end(), cmp);
-    return;
-  }
-  // Stable LSD radix sort (11-bit digits) of ~float_key(u) carrying the
-  // position in the low word: u descending, positions ascending within equal
-  // u; runs of equal u are then fixed up by v.
+  // Records ~float_key(u) << 32 | position: one integer compare orders u
+  // descending, positions ascending within equal u (no indirection); runs of
+  // equal u are then fixed up by v.
   if (static_cast<std::int64_t>(w.rk.size()) < m) {
     w.rk.resize(m);
     w.rk_tmp.resize(m);
   }
   constexpr int kBits = 11, kBuckets = 1 << kBits, kPasses = 3;
-  std::uint32_t count[kPasses][kBuckets];
-  std::memset(count, 0, sizeof count);
-  for (std::int64_t i = 0; i < m; ++i) {
-    const std::uint64_t key = ~float_key(w.u[ord[i]]);
-    w.rk[i] = key << 32 | static_cast<std::uint32_t>(ord[i]);
-    for (int p = 0; p < kPasses; ++p) ++count[p][(key >> (p * kBits)) & (kBuckets - 1)];
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    const int shift = 32 + p * kBits;
-    if (count[p][(w.rk[0] >> shift) & (kBuckets - 1)] == static_cast<std::uint32_t>(m)) continue;  // constant digit
-    std::uint32_t sum = 0;
-    for (auto& c : count[p]) {
-      const std::uint32_t c0 = c;
-      c = sum;
-      sum += c0;
+  if (m < kRadixThreshold) {
+    for (std::int64_t i = 0; i < m; ++i)
+      w.rk[i] = static_cast<std::uint64_t>(~float_key(w.u[ord[i]])) << 32 | static_cast<std::uint32_t>(ord[i]);
+    std::sort(w.rk.begin(), w.rk.begin() + m);
+  } else {
+    // Stable LSD radix sort, 11-bit digits.
+    std::uint32_t count[kPasses][kBuckets];
+    std::memset(count, 0, sizeof count);
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::uint64_t key = ~float_key(w.u[ord[i]]);
+      w.rk[i] = key << 32 | static_cast<std::uint32_t>(ord[i]);
+      for (int p = 0; p < kPasses; ++p) ++count[p][(key >> (p * kBits)) & (kBuckets - 1)];
     }
-    for (std::int64_t i = 0; i < m; ++i) w.rk_tmp[count[p][(w.rk[i] >> shift) & (kBuckets - 1)]++] = w.rk[i];
-    w.rk.swap(w.rk_tmp);
+    for (int p = 0; p < kPasses; ++p) {
+      const int shift = 32 + p * kBits;
+      if (count[p][(w.rk[0] >> shift) & (kBuckets - 1)] == static_cast<std::uint32_t>(m)) continue;  // constant digit
+      std::uint32_t sum = 0;
+      for (auto& c : count[p]) {
+        const std::uint32_t c0 = c;
+        c = sum;
+        sum += c0;
+      }
+      for (std::int64_t i = 0; i < m; ++i) w.rk_tmp[count[p][(w.rk[i] >> shift) & (kBuckets - 1)]++] = w.rk[i];
+      w.rk.swap(w.rk_tmp);
+    }
   }
   for (std::int64_t i = 0; i < m; ++i) ord[i] = static_cast<std::int32_t>(w.rk[i] & 0xffffffffu);
   for (std::int64_t i = 0; i < m;) {
@@ -445,8 +470,10 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
 #ifdef ADVSAL_PROFILE
   auto _t0 = std::chrono::steady_clock::now();
 #endif
-  // tau: a sample quantile leaving about kTopTarget features in T.
-  const std::int64_t stride = std::max<std::int64_t>(1, n / kTopSample);
+  // tau: a sample quantile leaving about `target` features in T.
+  const std::int64_t target = std::min(kTopTarget, std::max(kTopMin, n / kTopShare));
+  const std::int64_t top_max = 4 * target;
+  const std::int64_t stride = std::max<std::int64_t>(1, n / std::min(kTopSample, std::max(kTopMinSample * 2, n / 4)));
   w.samp.clear();
   std::int64_t sampled = 0;
   for (std::int64_t j = 0; j < n; j += stride, ++sampled) {
@@ -457,7 +484,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
   const std::int64_t ns = static_cast<std::int64_t>(w.samp.size());
   if (ns < kTopMinSample) return false;  // sparse domain: the layers are cheap
   const double valid_est = static_cast<double>(ns) * static_cast<double>(n) / static_cast<double>(sampled);
-  const std::int64_t r = static_cast<std::int64_t>(static_cast<double>(ns) * kTopTarget / valid_est) + 1;
+  const std::int64_t r = static_cast<std::int64_t>(static_cast<double>(ns) * target / valid_est) + 1;
   if (r * 4 > ns) return false;  // T would be a large share of the domain
   std::nth_element(w.samp.begin(), w.samp.begin() + (ns - r), w.samp.end());
   const double tau = w.samp[ns - r];
@@ -471,7 +498,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
     chunk_flags(st + j0, so + j0, dom + j0, len, increase, tau, DBL_MAX, flags);
     for_flagged(flags, len, [&](std::int64_t k) {
       // Ties at tau (e.g. integer gradients) can flood T: the layers handle those.
-      if (static_cast<std::int64_t>(w.top.size()) >= kTopMax) {
+      if (static_cast<std::int64_t>(w.top.size()) >= top_max) {
         flooded = true;
         return;
       }
@@ -535,7 +562,8 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
     const double span = ix.hi - ix.lo;
     const double dT = std::max(advsal_abs(ix.lo), advsal_abs(ix.hi));
     double cw = (s_max + 1e-12 * (dT + 8.0 * s_max)) * (1.0 + 1e-6);
-    cw = std::max(cw, span / static_cast<double>(kNearCells));
+    // ~3 of every kNearPerPoint cells marked: clearing a bigger map costs more than it filters.
+    cw = std::max(cw, span / static_cast<double>(std::min(kNearCells, kNearPerPoint * mt)));
     const double base = ix.lo - 2.0 * cw;
     const std::int64_t nc = static_cast<std::int64_t>((span + 4.0 * cw) / cw) + 2;
     const bool use_near = nc >= 64;
