@@ -189,3 +189,71 @@ def test_art_saliency_map_method_heuristic(benchmark, mnist_setup) -> None:
         images_per_second=BATCH / out["sec"],
         max_changed_fraction=float((out["x_adv"] != x).reshape(BATCH, -1).mean(axis=1).max()),
     )
+
+
+# Per-iteration comparison with ART at MNIST and ImageNet sizes.  Both runs
+# take ITERS iterations on the same random-init small CNN and random inputs:
+# gamma = 2 * ITERS / n caps them (each iteration changes two features).  The
+# 224x224x3 case is behind the slow marker (ART's per-iteration class
+# gradients over 64 x 150,528 features take minutes on 2 cores).
+ITERS = 3
+
+
+@pytest.mark.parametrize(
+    "shape", [(28, 28, 1), pytest.param((224, 224, 3), marks=pytest.mark.slow)], ids=["28x28x1", "224x224x3"]
+)
+@pytest.mark.parametrize("impl", ["ours", "art"])
+def test_jsma_per_iteration_vs_art(benchmark, impl: str, shape) -> None:
+    model = small_cnn(shape)
+    n = int(np.prod(shape))
+    gamma = 2.0 * ITERS / n
+    x = np.random.default_rng(2).random((BATCH, *shape), dtype=np.float32) * 0.5
+    pred = np.argmax(model.predict(x, verbose=0), axis=1)
+    target = (pred + 1) % 10
+    out = {}
+    if impl == "ours":
+        jsma(model, x[:2], target="next", gamma=gamma)  # trace outside the timing
+
+        def once():
+            t0 = time.perf_counter()
+            out["res"] = jsma(model, x, target="next", gamma=gamma)
+            out["sec"] = time.perf_counter() - t0
+
+        benchmark.pedantic(once, rounds=1, iterations=1)
+        iters = out["res"].iterations
+        label = "advsal_bench jsma (exact pair search)"
+    else:
+        art = pytest.importorskip("art")
+        import keras
+        import tensorflow as tf
+        from art.attacks.evasion import SaliencyMapMethod
+        from art.estimators.classification import TensorFlowV2Classifier
+
+        clf = TensorFlowV2Classifier(
+            model=model,
+            nb_classes=10,
+            input_shape=shape,
+            loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            clip_values=(0.0, 1.0),
+        )
+        attack = SaliencyMapMethod(clf, theta=1.0, gamma=gamma, batch_size=BATCH, verbose=False)
+        y = tf.one_hot(target, 10).numpy()
+
+        def once():
+            t0 = time.perf_counter()
+            out["x_adv"] = attack.generate(x, y=y)
+            out["sec"] = time.perf_counter() - t0
+
+        benchmark.pedantic(once, rounds=1, iterations=1)
+        # ART stops an image after floor(gamma * n / 2) pair steps as well.
+        changed = (out["x_adv"] != x).reshape(BATCH, -1).sum(axis=1)
+        iters = int(max(1, np.ceil(changed.max() / 2)))
+        label = f"art {art.__version__} SaliencyMapMethod (heuristic pair selection)"
+    benchmark.extra_info.update(
+        implementation=label,
+        input="x".join(map(str, shape)),
+        batch=BATCH,
+        iterations=iters,
+        ms_per_iteration=1e3 * out["sec"] / max(iters, 1),
+        ms_per_iteration_per_image=1e3 * out["sec"] / max(iters, 1) / BATCH,
+    )

@@ -1,10 +1,15 @@
 // pybind11 module advsal_bench._jsma_native: exact JSMA pair search on the CPU.
 // The per-candidate/per-pair logic lives in advsal_bench/pairsearch/jsma_pairs_core.h, the one header
 // the CUDA kernels (jsma_pairs.cu) include too.
+// Per row: long rows first try the top-sigma search (top_sigma_row: every
+// pair with a member among the ~2k highest-sigma points, exact when a bound
+// rules out the rest); otherwise, or when the bound does not hold, the
+// Pareto-layer search (layers_row) runs, seeded with what was found.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cfloat>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +47,23 @@ constexpr std::int64_t kBruteForceCandidates = 48;
 constexpr std::int64_t kWarmup = 16;
 // Above this many points, radix sort beats std::sort.
 constexpr std::int64_t kRadixThreshold = 2048;
+// Points sampled to decide whether the pivot prefilter pays on long rows.
+constexpr std::int32_t kPrefilterSample = 1024;
+// Rows with at least this many features try the top-sigma search first.
+constexpr std::int64_t kTopMinN = 8192;
+// Aimed size of T (top sigma): n / kTopShare within [kTopMin, kTopTarget];
+// with ~2k of 150k the bound held on real-model, random and anti-correlated
+// gradients.  (Short rows stay on the layers: on 784-feature MNIST gradients
+// T needs ~15% of the row and the walks against it cost more than the layers.)
+constexpr std::int64_t kTopTarget = 2048;
+constexpr std::int64_t kTopMin = 64;
+constexpr std::int64_t kTopShare = 6;
+// Sample setting tau: n / 4 features within [kTopMinSample, kTopSample].
+constexpr std::int64_t kTopSample = 4096;
+constexpr std::int64_t kTopMinSample = 128;
+// Cells of the near map (bits) at most.
+constexpr std::int64_t kNearCells = 1 << 21;
+constexpr std::int64_t kNearPerPoint = 256;
 // Fewer features than this in the whole batch: no OpenMP team.
 constexpr std::int64_t kParallelMinWork = 1 << 16;
 
@@ -49,6 +71,7 @@ struct Workspace {
   std::vector<float> u, v;             // compacted domain, ascending index
   std::vector<std::int64_t> idx;
   std::vector<std::int32_t> keep;      // prefilter survivors, then sweep order
+  std::vector<std::uint8_t> cnt;       // dominating pivots per point
   std::vector<std::uint64_t> rk, rk_tmp;  // radix records: key << 32 | position
   std::vector<float> su, sv;           // survivors gathered in sweep order
   std::vector<std::int64_t> sidx;
@@ -56,6 +79,19 @@ struct Workspace {
   std::vector<double> dl;
   std::vector<float> cu, cv;
   std::vector<advsal_i64> ci;
+  // top-sigma search
+  std::vector<double> samp;
+  struct TopPoint {
+    double d;
+    float u, v;
+    advsal_i64 i;
+  };
+  std::vector<TopPoint> top;
+  std::vector<double> tdl;
+  std::vector<float> tu, tv;
+  std::vector<advsal_i64> ti;
+  std::vector<std::int32_t> tfirst;
+  std::vector<std::uint64_t> near;
 };
 
 inline std::uint32_t float_key(float f) {
@@ -68,19 +104,26 @@ inline std::uint32_t float_key(float f) {
 constexpr float kWeights[][2] = {{1, 0}, {0, 1}, {1, 1}, {2, 1}, {1, 2}};
 constexpr int kW = sizeof(kWeights) / sizeof(kWeights[0]);
 
-inline int dominating_pivots(const std::int32_t* piv, const float* pu, const float* pv, int np, std::int64_t i,
-                             float ui, float vi) {
-  int dominated = 0;
+// Adds to cnt[i] the number of pivots dominating point i, one pivot per pass:
+// a fixed-shape loop over the points that vectorizes.  Compacted positions
+// preserve index order, so pk < i compares indices.
+void count_dominating_pivots(const std::int32_t* piv, const float* pu, const float* pv, int np, const float* u,
+                             const float* v, std::int32_t begin, std::int32_t end, std::uint8_t* cnt) {
+  for (std::int32_t i = begin; i < end; ++i) cnt[i - begin] = 0;
   for (int k = 0; k < np; ++k) {
-    // Compacted positions preserve index order, so piv < i compares indices.
-    dominated += (piv[k] != i) & (pu[k] >= ui) & (pv[k] >= vi) & ((pu[k] > ui) | (pv[k] > vi) | (piv[k] < i));
+    const float a = pu[k], b = pv[k];
+    const std::int32_t pk = piv[k];
+    for (std::int32_t i = begin; i < end; ++i) {
+      const float ui = u[i], vi = v[i];
+      cnt[i - begin] += (pk != i) & (a >= ui) & (b >= vi) & ((a > ui) | (b > vi) | (pk < i));
+    }
   }
-  return dominated;
 }
 
 // Points each dominated by >= 2 pivots cannot be candidates; dropping them is
 // O(n) and usually leaves a tiny fraction to sort.  On anti-correlated
-// gradients almost nothing is dropped, so a sample decides whether to bother.
+// gradients almost nothing is dropped, so on long rows a sample decides
+// whether to bother.
 void pivot_prefilter(Workspace& w, std::int64_t m0, const std::int32_t* bi, std::int32_t extra) {
   std::int32_t piv[kW + 1];
   float pu[kW + 1], pv[kW + 1];
@@ -94,17 +137,23 @@ void pivot_prefilter(Workspace& w, std::int64_t m0, const std::int32_t* bi, std:
     ++np;
   }
   w.keep.resize(m0);
-  const std::int64_t sample = std::min<std::int64_t>(m0, 1024);
-  std::int64_t dropped = 0;
-  for (std::int64_t i = 0; i < sample; ++i) dropped += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) >= 2;
-  if (dropped * 4 < sample) {  // < 25% would go: not worth a pass
-    for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
-    return;
+  if (static_cast<std::int64_t>(w.cnt.size()) < m0) w.cnt.resize(m0);
+  std::uint8_t* cnt = w.cnt.data();
+  const std::int32_t m = static_cast<std::int32_t>(m0);
+  if (m0 > 4 * kPrefilterSample) {
+    count_dominating_pivots(piv, pu, pv, np, w.u.data(), w.v.data(), 0, kPrefilterSample, cnt);
+    std::int64_t dropped = 0;
+    for (std::int32_t i = 0; i < kPrefilterSample; ++i) dropped += cnt[i] >= 2;
+    if (dropped * 4 < kPrefilterSample) {  // < 25% would go: not worth a pass
+      for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
+      return;
+    }
   }
+  count_dominating_pivots(piv, pu, pv, np, w.u.data(), w.v.data(), 0, m, cnt);
   std::int64_t kept = 0;
-  for (std::int64_t i = 0; i < m0; ++i) {
-    w.keep[kept] = static_cast<std::int32_t>(i);
-    kept += dominating_pivots(piv, pu, pv, np, i, w.u[i], w.v[i]) < 2;
+  for (std::int32_t i = 0; i < m; ++i) {
+    w.keep[kept] = i;
+    kept += cnt[i] < 2;
   }
   w.keep.resize(kept);
 }
@@ -118,36 +167,39 @@ void sweep_order(Workspace& w) {
     return a < b;
   };
   const std::int64_t m = static_cast<std::int64_t>(ord.size());
-  if (m < kRadixThreshold) {
-    std::sort(ord.begin(), ord.end(), cmp);
-    return;
-  }
-  // Stable LSD radix sort (11-bit digits) of ~float_key(u) carrying the
-  // position in the low word: u descending, positions ascending within equal
-  // u; runs of equal u are then fixed up by v.
+  // Records ~float_key(u) << 32 | position: one integer compare orders u
+  // descending, positions ascending within equal u (no indirection); runs of
+  // equal u are then fixed up by v.
   if (static_cast<std::int64_t>(w.rk.size()) < m) {
     w.rk.resize(m);
     w.rk_tmp.resize(m);
   }
   constexpr int kBits = 11, kBuckets = 1 << kBits, kPasses = 3;
-  std::uint32_t count[kPasses][kBuckets];
-  std::memset(count, 0, sizeof count);
-  for (std::int64_t i = 0; i < m; ++i) {
-    const std::uint64_t key = ~float_key(w.u[ord[i]]);
-    w.rk[i] = key << 32 | static_cast<std::uint32_t>(ord[i]);
-    for (int p = 0; p < kPasses; ++p) ++count[p][(key >> (p * kBits)) & (kBuckets - 1)];
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    const int shift = 32 + p * kBits;
-    if (count[p][(w.rk[0] >> shift) & (kBuckets - 1)] == static_cast<std::uint32_t>(m)) continue;  // constant digit
-    std::uint32_t sum = 0;
-    for (auto& c : count[p]) {
-      const std::uint32_t c0 = c;
-      c = sum;
-      sum += c0;
+  if (m < kRadixThreshold) {
+    for (std::int64_t i = 0; i < m; ++i)
+      w.rk[i] = static_cast<std::uint64_t>(~float_key(w.u[ord[i]])) << 32 | static_cast<std::uint32_t>(ord[i]);
+    std::sort(w.rk.begin(), w.rk.begin() + m);
+  } else {
+    // Stable LSD radix sort, 11-bit digits.
+    std::uint32_t count[kPasses][kBuckets];
+    std::memset(count, 0, sizeof count);
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::uint64_t key = ~float_key(w.u[ord[i]]);
+      w.rk[i] = key << 32 | static_cast<std::uint32_t>(ord[i]);
+      for (int p = 0; p < kPasses; ++p) ++count[p][(key >> (p * kBits)) & (kBuckets - 1)];
     }
-    for (std::int64_t i = 0; i < m; ++i) w.rk_tmp[count[p][(w.rk[i] >> shift) & (kBuckets - 1)]++] = w.rk[i];
-    w.rk.swap(w.rk_tmp);
+    for (int p = 0; p < kPasses; ++p) {
+      const int shift = 32 + p * kBits;
+      if (count[p][(w.rk[0] >> shift) & (kBuckets - 1)] == static_cast<std::uint32_t>(m)) continue;  // constant digit
+      std::uint32_t sum = 0;
+      for (auto& c : count[p]) {
+        const std::uint32_t c0 = c;
+        c = sum;
+        sum += c0;
+      }
+      for (std::int64_t i = 0; i < m; ++i) w.rk_tmp[count[p][(w.rk[i] >> shift) & (kBuckets - 1)]++] = w.rk[i];
+      w.rk.swap(w.rk_tmp);
+    }
   }
   for (std::int64_t i = 0; i < m; ++i) ord[i] = static_cast<std::int32_t>(w.rk[i] & 0xffffffffu);
   for (std::int64_t i = 0; i < m;) {
@@ -159,13 +211,63 @@ void sweep_order(Workspace& w) {
   }
 }
 
-AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
-                     Workspace& w) {
-  AdvsalBest best;
+// Exact best pair among m points sorted by delta ascending (dl), merged into
+// `best` (which may already hold a pair found elsewhere: it only prunes more).
+void search_sorted(const double* dl, const float* cu, const float* cv, const advsal_i64* ci, std::int64_t m,
+                   AdvsalBest& best) {
+  if (m < 2) return;
+  if (m <= kBruteForceCandidates) {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = i + 1; j < m; ++j) {
+        double sc;
+        if (advsal_pair_score(cu[i], cv[i], cu[j], cv[j], &sc)) advsal_offer(&best, sc, ci[i], ci[j]);
+      }
+    return;
+  }
+  const auto sigma = [cu, cv](std::int64_t k) { return advsal_sigma(cu[k], cv[k]); };
+  double sigma_max = sigma(0);
+  // Top-kWarmup sigma candidates, kept sorted descending by insertion.
+  std::int64_t warm[kWarmup];
+  double wsig[kWarmup];
+  int nw = 0;
+  for (std::int64_t k = 0; k < m; ++k) {
+    if (k > 0 && dl[k] < dl[k - 1]) throw std::logic_error("jsma_pairs: candidates not sorted by delta (internal error)");
+    const double sk = sigma(k);
+    sigma_max = std::max(sigma_max, sk);
+    if (nw == kWarmup && !(sk > wsig[nw - 1])) continue;
+    int pos = nw < kWarmup ? nw++ : nw - 1;
+    while (pos > 0 && wsig[pos - 1] < sk) {
+      warm[pos] = warm[pos - 1];
+      wsig[pos] = wsig[pos - 1];
+      --pos;
+    }
+    warm[pos] = k;
+    wsig[pos] = sk;
+  }
+  // Warm-up on the highest-sigma candidates seeds a strong best score.
+  for (int r = 0; r < nw; ++r) {
+    const std::int64_t kp = warm[r];
+    if (advsal_skip_p(wsig[r], sigma_max, best.score)) break;
+    const std::int64_t start = advsal_lower_bound(dl, m, -dl[kp]);
+    advsal_search_from(kp, start, dl, cu, cv, ci, m, sigma_max, 0.0, &best);
+  }
+  // kp ascending makes -delta_p descending, so the start position only moves
+  // left: a two-pointer walk instead of a binary search per candidate.
+  std::int64_t start = m;
+  for (std::int64_t kp = 0; kp < m; ++kp) {
+    if (advsal_skip_p(sigma(kp), sigma_max, best.score)) continue;
+    const double x = -dl[kp];
+    while (start > 0 && dl[start - 1] >= x) --start;
+    advsal_search_from(kp, start, dl, cu, cv, ci, m, sigma_max, 0.0, &best);
+  }
+}
+
+// The Pareto-layer search: exact on any input; `best` may arrive seeded.
+void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+                Workspace& w, AdvsalBest& best) {
 #ifdef ADVSAL_PROFILE
   auto _t0 = std::chrono::steady_clock::now();
 #endif
-  advsal_best_reset(&best);
   if (static_cast<std::int64_t>(w.u.size()) < n) {
     w.u.resize(n);
     w.v.resize(n);
@@ -212,7 +314,7 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
     }
   }
   PROF("compact");
-  if (m0 < 2) return best;
+  if (m0 < 2) return;
   if (m0 > kBruteForceCandidates) {
     pivot_prefilter(w, m0, bi, bi2);
   } else {
@@ -256,7 +358,7 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
   }
   const std::int64_t m = n0 + n1;
   PROF("sweep");
-  if (m < 2) return best;
+  if (m < 2) return;
   if (static_cast<std::int64_t>(w.dl.size()) < m) {  // grow only: no re-zeroing per row
     w.dl.resize(m);
     w.cu.resize(m);
@@ -290,54 +392,241 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
     }
   }
   PROF("merge");
-  if (m <= kBruteForceCandidates) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = i + 1; j < m; ++j) {
-        double sc;
-        if (advsal_pair_score(w.cu[i], w.cv[i], w.cu[j], w.cv[j], &sc)) advsal_offer(&best, sc, w.ci[i], w.ci[j]);
+  search_sorted(w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, best);
+  PROF("search");
+}
+
+// Delta-ascending points with an O(1) lower_bound: a value grid over
+// [dl[0], dl[m-1]] whose bucket of x is monotone in x, so lower_bound(x) lies
+// between the first entries of bucket(x) and bucket(x) + 1.
+struct DeltaIndex {
+  const double* dl;
+  std::int64_t m;
+  double lo, hi, scale;
+  std::int64_t nb;
+  const std::int32_t* first;
+  bool grid;  // false: a crowded bucket (outliers stretch the grid), binary search instead
+
+  std::int64_t bucket(double x) const {
+    if (!(x > lo)) return 0;
+    if (!(x < hi)) return nb - 1;
+    return std::min<std::int64_t>(nb - 1, static_cast<std::int64_t>((x - lo) * scale));
+  }
+  std::int64_t lower_bound(double x) const {
+    if (!grid) return advsal_lower_bound(dl, m, x);
+    const std::int64_t b = bucket(x);
+    std::int64_t k = first[b];
+    const std::int64_t e = first[b + 1];
+    while (k < e && dl[k] < x) ++k;
+    return k;
+  }
+};
+
+// Top-sigma search.  Split the domain by T = {sigma >= tau}: a pair with both
+// members outside T has S <= 2 sigma_out (sigma_out = largest sigma outside
+// T), so score <= sigma_out^2.  The pairs with a member in T are searched
+// exactly (T x T by the delta-sorted search, then every outside point against
+// T), so the result is exact, ties included, whenever sigma_out^2 is strictly
+// below the best score found; otherwise returns false with `best` holding a
+// real pair or none, and the caller finishes with the layers.  On
+// anti-correlated gradients nearly every point is on the Pareto front: this
+// avoids sorting them all.  With |T| ~ 2k of 150k the bound held on
+// real-model, random and anti-correlated gradients alike.
+// Features are streamed in chunks: one vectorizable loop flags a chunk, then
+// the per-point work visits only the flagged features.
+constexpr std::int64_t kChunk = 512;
+
+// flags[k] = feature k is in the domain, finite, and lo <= sigma < hi.  The
+// same values as advsal_uv/advsal_sigma (a product by +-1 is exact), written
+// branch-free so the loop vectorizes.
+void chunk_flags(const float* st, const float* so, const std::uint8_t* dom, std::int64_t len, bool increase,
+                 double lo, double hi, std::uint8_t* flags) {
+  const float sign = increase ? 1.0f : -1.0f;
+  for (std::int64_t k = 0; k < len; ++k) {
+    const float u = sign * st[k] + 0.0f;
+    const float v = -sign * so[k] + 0.0f;
+    const double s = advsal_sigma(u, v);
+    flags[k] = (dom[k] != 0) & advsal_finite(u) & advsal_finite(v) & (s >= lo) & (s < hi);
+  }
+}
+
+// Calls fn(k) for every flagged k < len, eight flags per test.
+template <class Fn>
+inline void for_flagged(const std::uint8_t* flags, std::int64_t len, Fn&& fn) {
+  std::int64_t k = 0;
+  for (; k + 8 <= len; k += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, flags + k, sizeof word);
+    if (!word) continue;
+    for (int b = 0; b < 8; ++b)
+      if (flags[k + b]) fn(k + b);
+  }
+  for (; k < len; ++k)
+    if (flags[k]) fn(k);
+}
+
+bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+                   Workspace& w, AdvsalBest& best) {
+#ifdef ADVSAL_PROFILE
+  auto _t0 = std::chrono::steady_clock::now();
+#endif
+  // tau: a sample quantile leaving about `target` features in T.
+  const std::int64_t target = std::min(kTopTarget, std::max(kTopMin, n / kTopShare));
+  const std::int64_t top_max = 4 * target;
+  const std::int64_t stride = std::max<std::int64_t>(1, n / std::min(kTopSample, std::max(kTopMinSample * 2, n / 4)));
+  w.samp.clear();
+  std::int64_t sampled = 0;
+  for (std::int64_t j = 0; j < n; j += stride, ++sampled) {
+    float u, v;
+    advsal_uv(st[j], so[j], increase, &u, &v);
+    if ((dom[j] != 0) & advsal_finite(u) & advsal_finite(v)) w.samp.push_back(advsal_sigma(u, v));
+  }
+  const std::int64_t ns = static_cast<std::int64_t>(w.samp.size());
+  if (ns < kTopMinSample) return false;  // sparse domain: the layers are cheap
+  const double valid_est = static_cast<double>(ns) * static_cast<double>(n) / static_cast<double>(sampled);
+  const std::int64_t r = static_cast<std::int64_t>(static_cast<double>(ns) * target / valid_est) + 1;
+  if (r * 4 > ns) return false;  // T would be a large share of the domain
+  std::nth_element(w.samp.begin(), w.samp.begin() + (ns - r), w.samp.end());
+  const double tau = w.samp[ns - r];
+  PROF("top_sample");
+
+  std::uint8_t flags[kChunk];
+  w.top.clear();
+  bool flooded = false;
+  for (std::int64_t j0 = 0; j0 < n && !flooded; j0 += kChunk) {
+    const std::int64_t len = std::min(kChunk, n - j0);
+    chunk_flags(st + j0, so + j0, dom + j0, len, increase, tau, DBL_MAX, flags);
+    for_flagged(flags, len, [&](std::int64_t k) {
+      // Ties at tau (e.g. integer gradients) can flood T: the layers handle those.
+      if (static_cast<std::int64_t>(w.top.size()) >= top_max) {
+        flooded = true;
+        return;
       }
+      float u, v;
+      advsal_uv(st[j0 + k], so[j0 + k], increase, &u, &v);
+      w.top.push_back({advsal_delta(u, v), u, v, j0 + k});
+    });
+  }
+  if (flooded) return false;
+  PROF("top_pass1");
+  const std::int64_t mt = static_cast<std::int64_t>(w.top.size());
+  std::sort(w.top.begin(), w.top.end(), [](const Workspace::TopPoint& a, const Workspace::TopPoint& b) {
+    return a.d < b.d || (a.d == b.d && a.i < b.i);
+  });
+  w.tdl.resize(mt);
+  w.tu.resize(mt);
+  w.tv.resize(mt);
+  w.ti.resize(mt);
+  double sigma_top = tau;
+  for (std::int64_t k = 0; k < mt; ++k) {
+    w.tdl[k] = w.top[k].d;
+    w.tu[k] = w.top[k].u;
+    w.tv[k] = w.top[k].v;
+    w.ti[k] = w.top[k].i;
+    sigma_top = std::max(sigma_top, advsal_sigma(w.tu[k], w.tv[k]));
+  }
+  PROF("top collect");
+  search_sorted(w.tdl.data(), w.tu.data(), w.tv.data(), w.ti.data(), mt, best);
+  PROF("top x top");
+
+  // Outside points (sigma < tau) pair with T at S <= tau + sigma_top; 1e-9
+  // relative margins throughout dwarf the rounding of these sums.
+  const double top_mag = advsal_abs(sigma_top);
+  const double s_max = tau + sigma_top + 1e-9 * (advsal_abs(tau) + top_mag);
+  // Largest sigma among the outside points the gate let through; the others
+  // satisfy 2 sigma < sigma + sigma_top < 2 sqrt(best) already.
+  double sigma_out = -DBL_MAX;
+  if (s_max > 0.0) {
+    DeltaIndex ix{w.tdl.data(), mt, w.tdl[0], w.tdl[mt - 1], 0.0, 1, nullptr, true};
+    while (ix.nb < mt && ix.nb < (1 << 16)) ix.nb <<= 1;
+    if (ix.hi > ix.lo) ix.scale = static_cast<double>(ix.nb) / (ix.hi - ix.lo);
+    w.tfirst.resize(ix.nb + 1);
+    {
+      std::int64_t k = 0, crowd = 0;
+      for (std::int64_t b = 0; b <= ix.nb; ++b) {
+        const std::int64_t k0 = k;
+        while (k < mt && ix.bucket(w.tdl[k]) < b) ++k;
+        w.tfirst[b] = static_cast<std::int32_t>(k);
+        crowd = std::max(crowd, k - k0);
+      }
+      ix.grid = crowd <= 32;
+    }
+    ix.first = w.tfirst.data();
+
+    // Near map: cells of width cw >= the largest admissible |D| (< S), with
+    // the cells next to every T delta marked, so an outside q whose -delta
+    // lands on an unmarked cell (or off the map) has no admissible partner in
+    // T.  Worth it when S is tiny against the delta range (anti-correlated
+    // gradients).  The 1e-12 term covers the rounding of delta and of the
+    // differences for any -delta on the map (|x| <= dT + 4 cw).
+    const double span = ix.hi - ix.lo;
+    const double dT = std::max(advsal_abs(ix.lo), advsal_abs(ix.hi));
+    double cw = (s_max + 1e-12 * (dT + 8.0 * s_max)) * (1.0 + 1e-6);
+    // ~3 of every kNearPerPoint cells marked: clearing a bigger map costs more than it filters.
+    cw = std::max(cw, span / static_cast<double>(std::min(kNearCells, kNearPerPoint * mt)));
+    const double base = ix.lo - 2.0 * cw;
+    const std::int64_t nc = static_cast<std::int64_t>((span + 4.0 * cw) / cw) + 2;
+    const bool use_near = nc >= 64;
+    if (use_near) {
+      w.near.assign((nc + 63) / 64, 0ull);
+      for (std::int64_t k = 0; k < mt; ++k) {
+        const std::int64_t c = static_cast<std::int64_t>((w.tdl[k] - base) / cw);
+        for (std::int64_t e = c - 1; e <= c + 1; ++e) w.near[e >> 6] |= 1ull << (e & 63);
+      }
+    }
+    const std::uint64_t* near = w.near.data();
+    const double near_end = static_cast<double>(nc);
+    PROF("top_index");
+
+    // The gate skips q when even S = sigma_q + sigma_top cannot reach
+    // 2 sqrt(best): sigma_q + sigma_top + 1e-9 (|sigma_q| + |sigma_top|) <
+    // 2 sqrt(best) (1 - 1e-9), solved for sigma_q with a 2e-9 margin.  A gate
+    // from an earlier (lower) best is still safe.
+    for (std::int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      const std::int64_t len = std::min(kChunk, n - j0);
+      const double c = 2.0 * std::sqrt(best.score) * (1.0 - 1e-9) - sigma_top - 1e-9 * top_mag;
+      const double thr = c > 0.0 ? c / (1.0 + 2e-9) : c * (1.0 + 2e-9);
+      chunk_flags(st + j0, so + j0, dom + j0, len, increase, thr, tau, flags);
+      for_flagged(flags, len, [&](std::int64_t k) {
+        const std::int64_t j = j0 + k;
+        float u, v;
+        advsal_uv(st[j], so[j], increase, &u, &v);
+        const double sq = advsal_sigma(u, v), dq = advsal_delta(u, v);
+        sigma_out = std::max(sigma_out, sq);
+        const double x = -dq;
+        if (use_near) {
+          const double cell = (x - base) / cw;
+          if (!(cell >= 0.0 && cell < near_end)) return;
+          const std::int64_t ci = static_cast<std::int64_t>(cell);
+          if (!((near[ci >> 6] >> (ci & 63)) & 1ull)) return;
+        }
+        advsal_walk(dq, u, v, j, -1, sq + sigma_top, advsal_abs(sq) + top_mag, ix.lower_bound(x), w.tdl.data(),
+                    w.tu.data(), w.tv.data(), w.ti.data(), mt, 0.0, &best);
+      });
+    }
+  } else {
+    sigma_out = tau;  // no admissible outside x T pair; bound the outside pairs by tau
+  }
+  PROF("outside x top");
+  // Pairs with both members outside T: S <= 2 sigma_out.
+  if (sigma_out == -DBL_MAX) return true;  // none let through: every outside pair is below best
+  return advsal_prunable(2.0 * sigma_out, 2.0 * advsal_abs(sigma_out), 0.0, 0.0, best.score);
+}
+
+AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+                     Workspace& w) {
+  AdvsalBest best;
+  advsal_best_reset(&best);
+  if (n >= kTopMinN && top_sigma_row(st, so, dom, n, increase, w, best)) {
+#ifdef ADVSAL_PROFILE
+    std::fprintf(stderr, "path top-sigma\n");
+#endif
     return best;
   }
-  const auto sigma = [&w](std::int64_t k) { return advsal_sigma(w.cu[k], w.cv[k]); };
-  double sigma_max = sigma(0);
-  // Top-kWarmup sigma candidates, kept sorted descending by insertion.
-  std::int64_t warm[kWarmup];
-  double wsig[kWarmup];
-  int nw = 0;
-  for (std::int64_t k = 0; k < m; ++k) {
-    if (k > 0 && w.dl[k] < w.dl[k - 1]) throw std::logic_error("jsma_pairs: candidates not sorted by delta (internal error)");
-    const double sk = sigma(k);
-    sigma_max = std::max(sigma_max, sk);
-    if (nw == kWarmup && !(sk > wsig[nw - 1])) continue;
-    int pos = nw < kWarmup ? nw++ : nw - 1;
-    while (pos > 0 && wsig[pos - 1] < sk) {
-      warm[pos] = warm[pos - 1];
-      wsig[pos] = wsig[pos - 1];
-      --pos;
-    }
-    warm[pos] = k;
-    wsig[pos] = sk;
-  }
-  // Warm-up on the highest-sigma candidates seeds a strong best score.
-  for (int r = 0; r < nw; ++r) {
-    const std::int64_t kp = warm[r];
-    if (advsal_skip_p(wsig[r], sigma_max, best.score)) break;
-    const std::int64_t start = advsal_lower_bound(w.dl.data(), m, -w.dl[kp]);
-    advsal_search_from(kp, start, w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, sigma_max, 0.0,
-                       &best);
-  }
-  PROF("warmup");
-  // kp ascending makes -delta_p descending, so the start position only moves
-  // left: a two-pointer walk instead of a binary search per candidate.
-  std::int64_t start = m;
-  for (std::int64_t kp = 0; kp < m; ++kp) {
-    if (advsal_skip_p(sigma(kp), sigma_max, best.score)) continue;
-    const double x = -w.dl[kp];
-    while (start > 0 && w.dl[start - 1] >= x) --start;
-    advsal_search_from(kp, start, w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, sigma_max, 0.0,
-                       &best);
-  }
-  PROF("search");
+#ifdef ADVSAL_PROFILE
+  std::fprintf(stderr, "path layers (seeded: %d)\n", best.p >= 0 ? 1 : 0);
+#endif
+  layers_row(st, so, dom, n, increase, w, best);
   return best;
 }
 
@@ -423,6 +712,8 @@ PYBIND11_MODULE(_jsma_native, m) {
   m.def("best_pairs", &best_pairs, py::arg("target_grad"), py::arg("other_grad"), py::arg("domain"),
         py::arg("increase") = true, py::arg("threads") = 0,
         "Best admissible (p, q) per row: (p int64[B], q int64[B], score float64[B]); -1, -1, 0 when none.");
+  // Rows at least this long try the top-sigma search first (tests aim above it).
+  m.attr("top_sigma_min_features") = kTopMinN;
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

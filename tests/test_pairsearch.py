@@ -231,3 +231,88 @@ def test_native_radix_path_matches_numpy(kind: str) -> None:
         want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
         for a, b in zip(got, want):  # same candidates and tie-break: identical
             np.testing.assert_array_equal(a, b)
+
+
+def _large_case(rng: np.random.Generator, kind: str, b: int, n: int):
+    """Rows long enough for the native top-sigma search, and inputs that push it onto its fallbacks."""
+    if kind == "anti":  # nearly every point on the Pareto front
+        st = rng.normal(size=(b, n))
+        so = st + 10 ** rng.uniform(-7, -2) * rng.normal(size=(b, n))
+    elif kind == "model":  # heavy-tailed, partly correlated, like real gradients
+        st = 1e-3 * rng.normal(size=(b, n)) * rng.random((b, n)) ** 3
+        so = -0.5 * st + 1e-3 * rng.normal(size=(b, n)) * rng.random((b, n)) ** 3
+    elif kind == "circle":  # every point a candidate
+        th = rng.uniform(0, np.pi / 2, (b, n))
+        st, so = np.cos(th), -np.sin(th)
+    elif kind == "line":  # sigma nearly constant: the top-sigma bound rarely settles it
+        t = rng.normal(size=(b, n))
+        st, so = t, -(1 - t + 1e-3 * rng.normal(size=(b, n)))
+    elif kind == "tiny":  # scores ~1e-60: the bound fails after pairs were found (seeded fallback)
+        st = 1e-30 * rng.normal(size=(b, n))
+        so = st + 1e-37 * rng.normal(size=(b, n))
+    elif kind == "anti_ties":  # anti-correlated integers: many tied scores
+        st = rng.integers(-50, 51, (b, n)).astype(float)
+        so = st + rng.integers(-1, 2, (b, n))
+    elif kind == "ties":  # few distinct sigma values: T floods, the layers take over
+        st, so = rng.integers(-3, 4, (b, n)).astype(float), rng.integers(-3, 4, (b, n)).astype(float)
+    elif kind == "equal":  # all points identical
+        st, so = np.ones((b, n)), -np.ones((b, n))
+    else:  # "outlier": one huge point stretches the delta range
+        st = rng.normal(size=(b, n))
+        so = st + 1e-6 * rng.normal(size=(b, n))
+        st[:, 0] = so[:, 0] = 1e30
+    st, so = st.astype(np.float32), so.astype(np.float32)
+    st[rng.random((b, n)) < 1e-3] = np.nan  # excluded wherever they fall
+    dom = rng.random((b, n)) < 0.97
+    return st, so, dom
+
+
+def _native_min_top_sigma() -> int:
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    return int(ps._native._ext.top_sigma_min_features)
+
+
+@pytest.mark.parametrize("kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "outlier"])
+def test_native_top_sigma_matches_reference(kind: str) -> None:
+    n = _native_min_top_sigma() + 111
+    rng = np.random.default_rng(sum(map(ord, kind)))  # str hash() is salted per process
+    st, so, dom = _large_case(rng, kind, 1, n)
+    for increase in (True, False):
+        got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+        want = best_pairs_reference(st, so, dom, increase=increase)
+        for a, b in zip(got, want):  # the smallest optimal (p, q), exactly
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "ties", "equal", "outlier"])
+def test_native_top_sigma_matches_numpy(kind: str) -> None:
+    n0 = _native_min_top_sigma()
+    rng = np.random.default_rng(17 + len(kind))
+    for n in (n0, 3 * n0 + 5):
+        st, so, dom = _large_case(rng, kind, 2, n)
+        for increase in (True, False):
+            got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+            want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_native_long_rows_small_domains() -> None:
+    # Long rows whose domain holds 0, 1, 2, a few hundred or a sampled-out
+    # handful of features: the top-sigma search must decline or stay exact.
+    n = 2 * _native_min_top_sigma()
+    rng = np.random.default_rng(3)
+    st = rng.normal(size=(6, n)).astype(np.float32)
+    so = (st + 1e-4 * rng.normal(size=(6, n))).astype(np.float32)
+    dom = np.zeros((6, n), bool)
+    dom[1, 7] = True
+    dom[2, [5, n - 1]] = True
+    dom[3, rng.choice(n, 300, replace=False)] = True
+    dom[4, ::97] = True  # exactly the features a strided sample would see
+    dom[5, 1::97] = True  # none of them
+    for increase in (True, False):
+        got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+        want = best_pairs_reference(st, so, dom, increase=increase)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)

@@ -180,27 +180,24 @@ ADVSAL_HD inline advsal_i64 advsal_lower_bound(const double* dl, advsal_i64 m, d
 ADVSAL_HD inline double advsal_sigma(float u, float v) { return (double)u + (double)v; }
 ADVSAL_HD inline double advsal_delta(float u, float v) { return (double)u - (double)v; }
 
-// Best partner for candidate kp.  Candidates are sorted by delta ascending;
-// dl holds delta, cu/cv the coordinates, ci the original indices;
-// start = advsal_lower_bound(dl, m, -dl[kp]).  `floor` is a score some pair is
+// Best partner in a delta-ascending array for a point (dq, uq, vq, iq) that
+// may or may not be one of its entries (`self` = its position, or -1).
+// s >= S for every partner, s_mag bounds the magnitudes summed into s;
+// start = advsal_lower_bound(dl, m, -dq).  `floor` is a score some pair is
 // known to reach (0 if none): pruning against it is safe and lets parallel
 // searchers share progress.
-ADVSAL_HD inline void advsal_search_from(advsal_i64 kp, advsal_i64 start, const double* dl, const float* cu,
-                                         const float* cv, const advsal_i64* ci, advsal_i64 m, double sigma_max,
-                                         double floor, AdvsalBest* best) {
-  const double dp = dl[kp];
-  const double sp = advsal_sigma(cu[kp], cv[kp]);
-  const double s = advsal_s_bound(sp, sigma_max);
-  const double s_mag = advsal_abs(sp) + advsal_abs(sigma_max);
-  const double t_mag0 = 2.0 * advsal_abs(dp);
-  const float up = cu[kp], vp = cv[kp];
+ADVSAL_HD inline void advsal_walk(double dq, float uq, float vq, advsal_i64 iq, advsal_i64 self, double s,
+                                  double s_mag, advsal_i64 start, const double* dl, const float* cu,
+                                  const float* cv, const advsal_i64* ci, advsal_i64 m, double floor,
+                                  AdvsalBest* best) {
+  const double t_mag0 = 2.0 * advsal_abs(dq);
   advsal_i64 right = start;
   advsal_i64 left = right - 1;
   for (;;) {
     const bool has_l = left >= 0, has_r = right < m;
     if (!has_l && !has_r) break;
-    const double tl = has_l ? advsal_abs(dp + dl[left]) : 0.0;
-    const double tr = has_r ? advsal_abs(dp + dl[right]) : 0.0;
+    const double tl = has_l ? advsal_abs(dq + dl[left]) : 0.0;
+    const double tr = has_r ? advsal_abs(dq + dl[right]) : 0.0;
     const bool take_left = has_l && (!has_r || tl <= tr);
     const double t = take_left ? tl : tr;
     const double thr = best->score > floor ? best->score : floor;
@@ -208,10 +205,21 @@ ADVSAL_HD inline void advsal_search_from(advsal_i64 kp, advsal_i64 start, const 
     if (advsal_prunable(s, s_mag, t, t_mag0 + t, thr)) break;
     const advsal_i64 kq = take_left ? left : right;
     if (take_left) --left; else ++right;
-    if (kq == kp) continue;
+    if (kq == self) continue;
     double sc;
-    if (advsal_pair_score(up, vp, cu[kq], cv[kq], &sc)) advsal_offer(best, sc, ci[kp], ci[kq]);
+    if (advsal_pair_score(uq, vq, cu[kq], cv[kq], &sc)) advsal_offer(best, sc, iq, ci[kq]);
   }
+}
+
+// Best partner for candidate kp.  Candidates are sorted by delta ascending;
+// dl holds delta, cu/cv the coordinates, ci the original indices;
+// start = advsal_lower_bound(dl, m, -dl[kp]).
+ADVSAL_HD inline void advsal_search_from(advsal_i64 kp, advsal_i64 start, const double* dl, const float* cu,
+                                         const float* cv, const advsal_i64* ci, advsal_i64 m, double sigma_max,
+                                         double floor, AdvsalBest* best) {
+  const double sp = advsal_sigma(cu[kp], cv[kp]);
+  advsal_walk(dl[kp], cu[kp], cv[kp], ci[kp], kp, advsal_s_bound(sp, sigma_max),
+              advsal_abs(sp) + advsal_abs(sigma_max), start, dl, cu, cv, ci, m, floor, best);
 }
 
 #endif  // ADVSAL_JSMA_PAIRS_CORE_H

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reference import uv
+from .reference import per_row
 
 # Up to this many candidates all pairs are checked as one dense matrix.
 _DENSE_CANDIDATES = 256
@@ -113,30 +113,18 @@ def _windowed(cu: np.ndarray, cv: np.ndarray, ci: np.ndarray, best: _Best) -> No
         best.offer(x[ok] * y[ok], ci[p_[ok]], ci[q_[ok]])
 
 
-def _row(u: np.ndarray, v: np.ndarray, idx: np.ndarray) -> _Best:
+def _row(u: np.ndarray, v: np.ndarray, idx: np.ndarray) -> tuple[int, int, float]:
     best = _Best()
-    if idx.size < 2:
-        return best
     cand = np.sort(_candidates(u, v))  # ascending index: dense argmax ties -> smallest pair
-    if cand.size < 2:
-        return best
-    cu, cv, ci = u[cand], v[cand], idx[cand]
-    if cand.size <= _DENSE_CANDIDATES:
-        _dense(cu, cv, ci, best)
-    else:
-        _windowed(cu, cv, ci, best)
-    return best
+    if cand.size >= 2:
+        cu, cv, ci = u[cand], v[cand], idx[cand]
+        if cand.size <= _DENSE_CANDIDATES:
+            _dense(cu, cv, ci, best)
+        else:
+            _windowed(cu, cv, ci, best)
+    return best.p, best.q, best.score
 
 
 def best_pairs_layers(target_grad, other_grad, domain, *, increase: bool = True):
     """Per-row exact search; returns (p int64[B], q int64[B], score float64[B])."""
-    u, v, valid = uv(target_grad, other_grad, domain, increase)
-    batch = u.shape[0]
-    p_out = np.full(batch, -1, dtype=np.int64)
-    q_out = np.full(batch, -1, dtype=np.int64)
-    s_out = np.zeros(batch, dtype=np.float64)
-    for b in range(batch):
-        idx = np.flatnonzero(valid[b])
-        r = _row(u[b, idx], v[b, idx], idx)
-        p_out[b], q_out[b], s_out[b] = r.p, r.q, r.score
-    return p_out, q_out, s_out
+    return per_row(_row, target_grad, other_grad, domain, increase)

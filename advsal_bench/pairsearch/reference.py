@@ -20,8 +20,12 @@ def uv(target_grad: np.ndarray, other_grad: np.ndarray, domain: np.ndarray, incr
     return u.astype(np.float64) + 0.0, v.astype(np.float64) + 0.0, valid
 
 
-def best_pairs_reference(target_grad, other_grad, domain, *, increase: bool = True):
-    """Exhaustive search; ties go to the lexicographically smallest (p, q)."""
+def per_row(row_fn, target_grad, other_grad, domain, increase: bool):
+    """Shared driver: row_fn(u_row, v_row, idx) -> (p, q, score) over each row's valid features.
+
+    idx holds the original indices of the valid features; rows with fewer than
+    two keep p = q = -1, score = 0.
+    """
     u, v, valid = uv(target_grad, other_grad, domain, increase)
     batch = u.shape[0]
     p_out = np.full(batch, -1, dtype=np.int64)
@@ -29,22 +33,31 @@ def best_pairs_reference(target_grad, other_grad, domain, *, increase: bool = Tr
     s_out = np.zeros(batch, dtype=np.float64)
     for b in range(batch):
         idx = np.flatnonzero(valid[b])
-        m = idx.size
-        if m < 2:
+        if idx.size < 2:
             continue
-        ub, vb = u[b, idx], v[b, idx]
-        rows = max(1, _BLOCK_ELEMENTS // m)
-        best = 0.0
-        for i0 in range(0, m - 1, rows):
-            i1 = min(m - 1, i0 + rows)
-            x = ub[i0:i1, None] + ub[None, :]
-            y = vb[i0:i1, None] + vb[None, :]
-            upper = np.arange(i0, i1)[:, None] < np.arange(m)[None, :]
-            score = np.where((x > 0) & (y > 0) & upper, x * y, 0.0)
-            flat = int(np.argmax(score))
-            s = float(score.flat[flat])
-            if s > best:  # strict: earlier blocks hold lexicographically smaller pairs
-                best = s
-                i, j = divmod(flat, m)
-                p_out[b], q_out[b], s_out[b] = idx[i0 + i], idx[j], s
+        p_out[b], q_out[b], s_out[b] = row_fn(u[b, idx], v[b, idx], idx)
     return p_out, q_out, s_out
+
+
+def _reference_row(ub: np.ndarray, vb: np.ndarray, idx: np.ndarray) -> tuple[int, int, float]:
+    m = idx.size
+    rows = max(1, _BLOCK_ELEMENTS // m)
+    best, p, q = 0.0, -1, -1
+    for i0 in range(0, m - 1, rows):
+        i1 = min(m - 1, i0 + rows)
+        x = ub[i0:i1, None] + ub[None, :]
+        y = vb[i0:i1, None] + vb[None, :]
+        upper = np.arange(i0, i1)[:, None] < np.arange(m)[None, :]
+        score = np.where((x > 0) & (y > 0) & upper, x * y, 0.0)
+        flat = int(np.argmax(score))
+        s = float(score.flat[flat])
+        if s > best:  # strict: earlier blocks hold lexicographically smaller pairs
+            best = s
+            i, j = divmod(flat, m)
+            p, q = int(idx[i0 + i]), int(idx[j])
+    return p, q, best
+
+
+def best_pairs_reference(target_grad, other_grad, domain, *, increase: bool = True):
+    """Exhaustive search; ties go to the lexicographically smallest (p, q)."""
+    return per_row(_reference_row, target_grad, other_grad, domain, increase)
