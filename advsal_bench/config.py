@@ -206,6 +206,10 @@ class DistributeConfig:
     devices: Union[int, tuple[str, ...], None] = _f(None)
     cpu_devices: int | None = _f(None, gt=0)
     cluster_resolver: str = _f("tf_config", choices=("tf_config", "slurm"))
+    # multi_worker: seconds without a heartbeat before a peer counts as lost, and how long workers wait
+    # for each other at start-up (null: env ADVSAL_HEARTBEAT_TIMEOUT / ADVSAL_CLUSTER_TIMEOUT, else 10 / 300).
+    heartbeat_timeout: float | None = _f(None, gt=0)
+    join_timeout: float | None = _f(None, gt=0)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
-def _configure_coordination(resolver: tf.distribute.cluster_resolver.ClusterResolver) -> bool:
+def _configure_coordination(resolver: tf.distribute.cluster_resolver.ClusterResolver,
+                            cfg: DistributeConfig | None = None) -> bool:
     """Configure TF's coordination service before the strategy starts it: heartbeat and join timeouts.
 
     Mirrors what MultiWorkerMirroredStrategy configures itself (standalone service, leader, the chief
@@ -136,8 +137,10 @@ def _configure_coordination(resolver: tf.distribute.cluster_resolver.ClusterReso
     ctx = context.context()
     if not spec.jobs or resolver.task_type not in ("chief", "worker") or ctx.coordination_service is not None:
         return False
-    heartbeat = _env_seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_S)
-    join = _env_seconds(CLUSTER_TIMEOUT_ENV, DEFAULT_CLUSTER_TIMEOUT_S)
+    heartbeat = (cfg.heartbeat_timeout if cfg is not None and cfg.heartbeat_timeout
+                 else _env_seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_S))
+    join = (cfg.join_timeout if cfg is not None and cfg.join_timeout
+            else _env_seconds(CLUSTER_TIMEOUT_ENV, DEFAULT_CLUSTER_TIMEOUT_S))
     jobs = [coordination_config_pb2.CoordinatedJob(name=j, num_tasks=spec.num_tasks(j))
             for j in ("chief", "worker") if j in spec.jobs]
     try:
@@ -167,7 +170,7 @@ def _multi_worker_strategy(cfg: DistributeConfig) -> tf.distribute.Strategy:
         except ValueError as exc:
             raise ConfigError(f"TF_CONFIG: expected JSON, got a parse error ({exc})") from None
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    _configure_coordination(resolver)
+    _configure_coordination(resolver, cfg)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.OpError as exc:

@@ -212,8 +212,12 @@ def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any]
                   "summed over channels).", "", "![examples](figures/examples.png)", ""]
     ips = results.get("images_per_second", {})
     if ips:
-        parts += ["## Throughput", "", tabulate([[k, f"{v:.1f}"] for k, v in ips.items()],
-                                                headers=["stage", "images/s"], tablefmt="github"), ""]
+        # Chunked stages (attacks, saliency) run on every worker's replicas; the rest on worker 0's.
+        n = env.get("replicas", 1) * env.get("workers", 1)
+        parts += ["## Throughput", "", f"{env['workers']} worker(s) x {env['replicas']} replica(s), "
+                  f"devices: {', '.join(env['devices'])}.", "",
+                  tabulate([[k, f"{v:.1f}", f"{v / n:.1f}"] for k, v in ips.items()],
+                           headers=["stage", "images/s", "images/s per replica"], tablefmt="github"), ""]
     if stages:
         parts += ["## Stages", "", "What this run computed and what it reused from the stage store "
                   "(`store/`; `--fresh` recomputes everything).", "",
