@@ -18,6 +18,7 @@ from .store import atomic_path
 DEFAULT_LAYERS = {
     "mnist_net_f": ("conv1", "pool1", "conv2"),
     "cifar10_net_f": ("block1_conv1", "block2_conv2", "block3_conv2"),
+    "cifar10_small_f": ("block1_relu", "block2_relu", "block4_relu"),
     "vgg16_f": ("block2_conv1", "block4_conv1", "block5_pool"),
 }
 
