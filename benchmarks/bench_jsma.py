@@ -256,7 +256,7 @@ ITERS = 3
 def test_jsma_per_iteration_vs_art(benchmark, impl: str, shape) -> None:
     model = small_cnn(shape)
     n = int(np.prod(shape))
-    gamma = 2.0 * ITERS / n
+    gamma = (2.0 * ITERS + 0.5) / n  # floor(gamma * n / 2) = ITERS, clear of rounding
     x = np.random.default_rng(2).random((BATCH, *shape), dtype=np.float32) * 0.5
     pred = np.argmax(model.predict(x, verbose=0), axis=1)
     target = (pred + 1) % 10
