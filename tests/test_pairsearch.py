@@ -316,3 +316,23 @@ def test_native_long_rows_small_domains() -> None:
         want = best_pairs_reference(st, so, dom, increase=increase)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+def test_native_top_sigma_one_sided_top_with_outlier() -> None:
+    """T (the highest-sigma points) all on one side of delta = 0 with one outlier sigma, the best
+    partners outside T: the case the sigma tiers of the outside x T walks were added for (seen on
+    224x224x3 CNN gradients)."""
+    n = _native_min_top_sigma() * 2 + 7
+    rng = np.random.default_rng(35)
+    r = rng.random((3, n)) ** 3
+    ang = np.where(rng.random((3, n)) < 0.7, rng.uniform(1.0, 1.45, (3, n)), rng.uniform(0.05, 0.6, (3, n)))
+    r[ang < 0.7] *= 0.4  # the u-heavy points (positive delta) stay below T
+    u, v = r * np.cos(ang), r * np.sin(ang)
+    u[:, 5], v[:, 5] = 0.1, 3.0  # the outlier: sigma far above the rest of T
+    st, so = u.astype(np.float32), (-v).astype(np.float32)
+    dom = rng.random((3, n)) < 0.95
+    got = ps.best_pairs(st, so, dom, backend="native", threads=1)
+    want = ps.best_pairs(st, so, dom, backend="numpy")
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got[2][:1], best_pairs_reference(st[:1], so[:1], dom[:1])[2])

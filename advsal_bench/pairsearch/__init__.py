@@ -143,7 +143,7 @@ def best_pairs(
             non-finite gradients are excluded.
         increase: True for alpha > 0, beta < 0; False flips both signs.
         backend: 'auto' or one of BACKENDS.
-        threads: OpenMP threads for 'native' (0 = OpenMP default).
+        threads: OpenMP threads for 'native' (0 = OpenMP default, serial for small batches).
 
     Returns:
         (p int64[B], q int64[B], score float64[B]) with p < q, score =

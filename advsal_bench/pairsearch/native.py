@@ -19,7 +19,7 @@ def available() -> bool:
 
 
 def best_pairs_native(target_grad, other_grad, domain, *, increase: bool = True, threads: int = 0):
-    """OpenMP over the batch; threads=0 uses the OpenMP default."""
+    """OpenMP over the batch; threads=0 uses the OpenMP default, serial below 2**22 features in the batch."""
     if _ext is None:
         raise RuntimeError(f"pair-search backend 'native' is not available: {IMPORT_ERROR}")
     st = np.ascontiguousarray(target_grad, dtype=np.float32)
