@@ -174,11 +174,11 @@ class StageStore:
         return meta
 
     def complete(self, stage: Stage, files: list[str], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Record a computed stage (worker 0 only): checksummed meta.json last, then the manifest."""
         meta = {"format": STORE_FORMAT, "stage": stage.name, "key": stage.key,
                 "files": {f: sha256_file(stage.file(f)) for f in files}, "values": dict(values or {})}
         write_json(stage.file("meta.json"), meta)
-        if self.writer:
-            self._update_manifest(stage)
+        self._update_manifest(stage)
         self.report.setdefault(stage.name, "computed")
         return meta
 
@@ -210,7 +210,7 @@ class StageStore:
         meta = self.load_meta(stage)
         if meta is not None:
             try:
-                arrays = load_arrays(stage.file("arrays.npz")) if "arrays.npz" in meta["files"] else {}
+                arrays = self._stored_arrays(stage, meta)
                 self.report.setdefault(stage.name, "reused")
                 return arrays, meta["values"]
             except (OSError, ValueError) as exc:
@@ -219,7 +219,7 @@ class StageStore:
             self.sync()  # worker 0 computes and stores it meanwhile
             meta = self._written_meta(stage)
             self.report.setdefault(stage.name, "computed")
-            return (load_arrays(stage.file("arrays.npz")) if "arrays.npz" in meta["files"] else {}), meta["values"]
+            return self._stored_arrays(stage, meta), meta["values"]
         self.begin(stage)
         arrays, values = compute()
         files = []
@@ -229,6 +229,10 @@ class StageStore:
         self.complete(stage, files, values)
         self.sync()
         return arrays, values
+
+    @staticmethod
+    def _stored_arrays(stage: Stage, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return load_arrays(stage.file("arrays.npz")) if "arrays.npz" in meta["files"] else {}
 
     def _written_meta(self, stage: Stage) -> dict[str, Any]:
         try:
@@ -298,8 +302,7 @@ class StageStore:
             self.log(f"store: {stage.name}: resumed, {reused} of {len(names)} chunks reused")
         return _concat(parts), values
 
-    def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any],
-              values: Callable[[], Mapping[str, Any]] | None = None) -> tuple[Any, dict[str, Any]]:
+    def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
         """A stage whose output is one Keras model (saved as ``model.keras``)."""
         self.sync()
         meta = self.load_meta(stage)
@@ -307,20 +310,20 @@ class StageStore:
             try:
                 model = load(stage.file("model.keras"))
                 self.report.setdefault(stage.name, "reused")
-                return model, meta["values"]
+                return model
             except Exception as exc:  # noqa: BLE001 - any unreadable stored model is recomputed
                 self.log(f"store: {stage.name}: cannot load the stored model ({type(exc).__name__}); recomputing")
         if not self.writer:
             self.sync()  # worker 0 trains and stores it meanwhile
-            meta = self._written_meta(stage)
+            self._written_meta(stage)  # a clear error where worker 0 stored nothing
             self.report.setdefault(stage.name, "computed")
-            return load(stage.file("model.keras")), meta["values"]
+            return load(stage.file("model.keras"))
         self.begin(stage)
         model = build()
         save_keras(model, stage.file("model.keras"))
-        meta = self.complete(stage, ["model.keras"], dict(values() if values else {}))
+        self.complete(stage, ["model.keras"])
         self.sync()
-        return model, meta["values"]
+        return model
 
 
 def _readable_chunk(path: Path) -> bool:

@@ -104,7 +104,6 @@ def run_suite(
     # Each worker computes on its own devices (``strategy``): its share of each chunked stage, and
     # on worker 0 the whole-stage work (training, evaluation). ``cluster`` only synchronizes workers.
     strategy = local_strategy(cluster)
-    runner = strategy
     index, workers, chief = worker_info(cluster)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -134,8 +133,8 @@ def run_suite(
         save_keras(f, out / "models" / "f.keras")
     model_fn = _model_fn(f)
     bs = cfg.classifier.batch_size
-    train_logits = run_batched(runner, model_fn, [data.x_train], batch_size=bs)[0]
-    test_logits = run_batched(runner, model_fn, [data.x_test], batch_size=bs)[0]
+    train_logits = run_batched(strategy, model_fn, [data.x_train], batch_size=bs)[0]
+    test_logits = run_batched(strategy, model_fn, [data.x_test], batch_size=bs)[0]
     _check_finite(test_logits, "classifier logits", bs)
     classifier = {"train_accuracy": accuracy(train_logits, data.y_train), "test_accuracy": accuracy(test_logits, data.y_test)}
     timings["classifier"] = time.perf_counter() - t0
@@ -158,7 +157,7 @@ def run_suite(
 
         def compute(start: int, stop: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
-            maps = _saliency(runner, sal_fn, x_all[start:stop], bs, 0, log, f"{name} (images {start}..{stop - 1})")
+            maps = _saliency(strategy, sal_fn, x_all[start:stop], bs, 0, log, f"{name} (images {start}..{stop - 1})")
             bar(stop - start)
             return {"s": maps}, {"seconds": time.perf_counter() - t}
 
@@ -212,7 +211,7 @@ def run_suite(
                 compute = _jsma_chunk(cfg, name, acfg, model_fn, rows, data.num_classes, progress)
             else:
                 consts = () if eps is None else _attack_constants(acfg, eps)
-                compute = _attack_chunk(runner, _attack_fn(model_fn, acfg), consts, rows, acfg.batch_size,
+                compute = _attack_chunk(strategy, _attack_fn(model_fn, acfg), consts, rows, acfg.batch_size,
                                         progress, label)
             arrays, chunk_values = store.chunked(stage, n_tr + n_te, chunk, compute)
             x_adv = arrays["x"]
@@ -220,7 +219,7 @@ def run_suite(
             maps, _, sal_key = saliency_stage(f"saliency:{name}" + ("" if eps is None else f":eps={eps:g}"), stage.key,
                                               {"train": x_adv[:n_tr], "test": x_adv[n_tr:]}, 0)
             s_adv_tr, s_adv_te = maps["train"], maps["test"]
-            adv_pred = run_batched(runner, model_fn, [x_adv[n_tr:]], batch_size=bs)[0].argmax(-1)
+            adv_pred = run_batched(strategy, model_fn, [x_adv[n_tr:]], batch_size=bs)[0].argmax(-1)
             f_adv = accuracy(adv_pred, y_te)
             extra: dict[str, Any] = {}
             if isinstance(acfg, JSMAConfig):
@@ -282,7 +281,7 @@ def run_suite(
                                       verbose=2 if verbose else 0, f=f)
 
             t0 = time.perf_counter()
-            model, _ = store.model(stage, build, lambda path: _load_model(path, strategy))
+            model = store.model(stage, build, lambda path: _load_model(path, strategy))
             timings[f"detector:{det_name}:{key_label(key)}"] = time.perf_counter() - t0
             detectors[ck] = (model, stage.key, scorer(model))
         return detectors[ck]
@@ -296,9 +295,9 @@ def run_suite(
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             t = time.perf_counter()
-            sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=runner)
-            sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=runner)
-            sv = detector_scores(score_fn, detector_input(dcfg.inputs, x_val, s_val), strategy=runner)
+            sc = detector_scores(score_fn, detector_input(dcfg.inputs, x_te, s_te), strategy=strategy)
+            sa = detector_scores(score_fn, detector_input(dcfg.inputs, a.x_test, a.s_test), strategy=strategy)
+            sv = detector_scores(score_fn, detector_input(dcfg.inputs, x_val, s_val), strategy=strategy)
             metrics = {**detection_metrics(sc, sa), **operating_point_metrics(sv, sc, sa, a.fooled)}
             return ({"clean": sc, "adv": sa},
                     {"metrics": metrics, "seconds": time.perf_counter() - t, "images": len(sc) + len(sa) + len(sv)})
@@ -356,7 +355,7 @@ def run_suite(
 
     if cfg.adaptive.attacks:
         t0 = time.perf_counter()
-        results["adaptive"] = _adaptive(cfg, f, model_fn, runner, store, adv, attacks_out, selected_key,
+        results["adaptive"] = _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key,
                                         results["table1"], detector_for, key_label, x_te, y_te,
                                         test_logits[:n_te].argmax(-1), sal_fn, norm, scale, f_key, log)
         timings["adaptive"] = time.perf_counter() - t0
@@ -421,7 +420,7 @@ def _classifier(cfg: SuiteConfig, data: Dataset, data_key: str, strategy: tf.dis
         log(f"classifier: loaded {c.path}")
         return model, fingerprint("classifier-file", sha256_file(c.path))
     stage = store.stage("classifier", dataclasses.asdict(c), data_key, cfg.seed)
-    model, _ = store.model(stage, lambda: _train_classifier(cfg, data, strategy, verbose, log),
+    model = store.model(stage, lambda: _train_classifier(cfg, data, strategy, verbose, log),
                            lambda path: _load_model(path, strategy))
     if store.report.get("classifier") == "reused":
         log("classifier: reused from the store")
@@ -511,7 +510,7 @@ def _attack_chunk(strategy, step, consts, rows, batch_size: int, progress: _Prog
     return compute
 
 
-def _adaptive(cfg, f, model_fn, strategy, store, adv, attacks_out, selected_key, table1, detector_for, key_label,
+def _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key, table1, detector_for, key_label,
               x_te, y_te, clean_pred, sal_fn, norm, scale, f_key, log) -> list[dict[str, Any]]:
     """Each adaptive attack against each Table 1 detector, next to the non-adaptive numbers."""
     from .adaptive import adaptive_metrics, craft_cw_detector, craft_metzen, detector_fn_for, metzen_ball
@@ -522,7 +521,7 @@ def _adaptive(cfg, f, model_fn, strategy, store, adv, attacks_out, selected_key,
     x, y, pred0 = x_te[:n], y_te[:n], clean_pred[:n]
     surrogate_fn = _model_fn(softplus_surrogate(f, beta=ad.surrogate_beta)) if ad.surrogate_beta else None
     # Detectors fit on jsma or cw_l2 have no eps of their own: attack them in the suite's first l_inf ball.
-    linf = [(a["eps_used"]) for a in attacks_out.values() if a["type"] in ("fgsm", "ifgsm_linf")]
+    linf = [a["eps_used"] for a in attacks_out.values() if a["type"] in ("fgsm", "ifgsm_linf")]
     fallback = ("linf", float(linf[0])) if linf else None
     t1 = {(r["attack"], r["detector"]): r for r in table1}
     rows: list[dict[str, Any]] = []
