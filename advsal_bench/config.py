@@ -156,6 +156,9 @@ class DetectorConfig:
     learning_rate: float = _f(1e-4, gt=0)
     # arch metzen_d only: the layer of f whose activations the detector reads (null: the arch's default).
     layer: str | None = _f(None)
+    # highpass: D sees the image's fixed high-pass residual instead of its pixels (models/residual.py);
+    # none: the pixels, as in the paper.
+    image_filter: str = _f("none", choices=("none", "highpass"))
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,9 @@ class DistributeConfig:
     # for each other at start-up (null: env ADVSAL_HEARTBEAT_TIMEOUT / ADVSAL_CLUSTER_TIMEOUT, else 10 / 300).
     heartbeat_timeout: float | None = _f(None, gt=0)
     join_timeout: float | None = _f(None, gt=0)
+    # How f and D train: 'fit' (Keras model.fit), 'custom' (advsal_bench.training's loop, the same
+    # arithmetic for 1 and N replicas), 'auto' (custom across workers, where model.fit cannot run, else fit).
+    train_loop: str = _f("auto", choices=("auto", "fit", "custom"))
 
 
 @dataclass(frozen=True)
@@ -548,6 +554,9 @@ def _resolve(cfg: SuiteConfig) -> SuiteConfig:
                               f"expected [image], got {list(d.inputs)}")
         if d.layer is not None and d.arch != "metzen_d":
             raise ConfigError(f"config key 'detectors.{name}.layer': only arch metzen_d takes a layer, got arch {d.arch!r}")
+        if d.image_filter != "none" and (d.arch == "metzen_d" or "image" not in d.inputs):
+            why = "metzen_d feeds the image to f" if d.arch == "metzen_d" else "'image' is not among its inputs"
+            raise ConfigError(f"config key 'detectors.{name}.image_filter': {why}; expected none, got {d.image_filter!r}")
     ad = cfg.adaptive
     for i, n in enumerate(ad.detectors or ()):
         if n not in detectors:

@@ -10,6 +10,8 @@ import tensorflow as tf
 from .config import DetectorConfig
 from .distribute import run_batched
 from .models import build_model
+from .models.residual import with_image_residual
+from .training import train_model
 
 
 def detector_input(inputs: Sequence[str], image: np.ndarray, saliency: np.ndarray | None) -> np.ndarray:
@@ -45,20 +47,24 @@ def train_detector(
     seed: int,
     verbose: int = 0,
     f: keras.Model | None = None,
+    loop: str = "fit",
+    log=print,
+    key: str = "detectors.batch_size",
 ) -> keras.Model:
-    """Train D; ``f`` is needed by detectors that read f's activations (arch ``metzen_d``)."""
-    keras.utils.set_random_seed(seed)
+    """Train D (``loop``: see :func:`train_model`); ``f`` is needed by detectors that read f's activations (``metzen_d``)."""
     options = {"f": f, "layer": cfg.layer} if cfg.arch == "metzen_d" else {}
-    with strategy.scope():
+
+    def build() -> keras.Model:
         model = build_model(cfg.arch, x.shape[1:], 1, **options)
-        model.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
-        )
-    if cfg.epochs:
-        model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=verbose)
-    return model
+        if cfg.image_filter == "highpass":
+            channels = x.shape[-1] // len(cfg.inputs)  # image and saliency have the same channels
+            start = cfg.inputs.index("image") * channels
+            model = with_image_residual(model, start, start + channels)
+        return model
+
+    return train_model(build, x, y, task="detect",
+                       strategy=strategy, loop=loop, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                       learning_rate=cfg.learning_rate, seed=seed, verbose=verbose, log=log, key=key)
 
 
 def scorer(model: keras.Model):

@@ -329,8 +329,8 @@ def local_strategy(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
 
     Across workers, each one runs its own share (chunks, or the whole stage on the chief) on its own
     devices: mirrored over its GPUs when it has more than one, else TF's default placement. Training
-    also runs here: Keras 3's ``model.fit`` does not run under MultiWorkerMirroredStrategy
-    (keras-team/keras#20585), so the chief trains and the other workers load the stored model.
+    is the exception: it runs under the multi-worker strategy itself, with the custom loop of
+    :mod:`advsal_bench.training`.
     """
     if not _is_multi_worker(strategy):
         return strategy

@@ -148,7 +148,10 @@ def write_report(results: dict[str, Any], out: Path, *, examples: dict[str, Any]
     c = results["classifier"]
     parts += [
         f"Dataset **{results['dataset']}** ({results['data']['source']}), seed {results['seed']}; "
-        f"TensorFlow {env['tensorflow']}, strategy {env['strategy']} x{env['replicas']}.",
+        f"TensorFlow {env['tensorflow']}, strategy {env['strategy']} x{env['replicas']}"
+        + (f" on {env['workers']} workers" if env.get("workers", 1) > 1 else "")
+        + (f"; f and D trained with the {env['train_loop']} loop over {env['train_replicas']} replica(s)."
+           if "train_loop" in env else "."),
         "",
         f"Classifier f: train accuracy {_pct(c['train_accuracy'])}%, test accuracy {_pct(c['test_accuracy'])}%.",
         "",

@@ -302,8 +302,14 @@ class StageStore:
             self.log(f"store: {stage.name}: resumed, {reused} of {len(names)} chunks reused")
         return _concat(parts), values
 
-    def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
-        """A stage whose output is one Keras model (saved as ``model.keras``)."""
+    def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any], *,
+              collective: bool = False) -> Any:
+        """A stage whose output is one Keras model (saved as ``model.keras``).
+
+        ``collective``: every worker runs ``build`` (training spread over all workers), worker 0
+        stores the result and every worker returns the stored model as ``load`` gives it, so every
+        worker goes on with the same weights on its own devices. Otherwise worker 0 builds alone.
+        """
         self.sync()
         meta = self.load_meta(stage)
         if meta is not None:
@@ -313,16 +319,22 @@ class StageStore:
                 return model
             except Exception as exc:  # noqa: BLE001 - any unreadable stored model is recomputed
                 self.log(f"store: {stage.name}: cannot load the stored model ({type(exc).__name__}); recomputing")
-        if not self.writer:
+        if not self.writer and not collective:
             self.sync()  # worker 0 trains and stores it meanwhile
             self._written_meta(stage)  # a clear error where worker 0 stored nothing
             self.report.setdefault(stage.name, "computed")
             return load(stage.file("model.keras"))
-        self.begin(stage)
+        if self.writer:
+            self.begin(stage)
         model = build()
-        save_keras(model, stage.file("model.keras"))
-        self.complete(stage, ["model.keras"])
+        if self.writer:
+            save_keras(model, stage.file("model.keras"))
+            self.complete(stage, ["model.keras"])
         self.sync()
+        if collective and self.count > 1:
+            self._written_meta(stage)
+            self.report.setdefault(stage.name, "computed")
+            return load(stage.file("model.keras"))
         return model
 
 

@@ -29,6 +29,7 @@ from .errors import InputError, NumericalError
 from .metrics import accuracy, detection_metrics, operating_point_metrics
 from .models import build_model
 from .saliency import fit_global_scale, gradient_saliency, normalize_saliency
+from .training import TrainSetup, resolve_loop, train_model
 from .store import StageStore, array_digest, fingerprint, save_keras, sha256_file, write_json, write_text
 
 Log = Callable[[str], None]
@@ -102,9 +103,12 @@ def run_suite(
     t_start = time.perf_counter()
     cluster = get_strategy(cfg.distribute)
     # Each worker computes on its own devices (``strategy``): its share of each chunked stage, and
-    # on worker 0 the whole-stage work (training, evaluation). ``cluster`` only synchronizes workers.
+    # on worker 0 the whole-stage work (evaluation). Training f and D spans all workers
+    # (``train_strategy``); otherwise ``cluster`` only synchronizes workers.
     strategy = local_strategy(cluster)
     index, workers, chief = worker_info(cluster)
+    training = TrainSetup(cluster if workers > 1 else strategy, resolve_loop(cfg.distribute.train_loop, workers),
+                          collective=workers > 1)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -128,7 +132,7 @@ def run_suite(
 
     # ---- classifier f ------------------------------------------------------------------------
     t0 = time.perf_counter()
-    f, f_key = _classifier(cfg, data, data_key, strategy, store, verbose, log)
+    f, f_key = _classifier(cfg, data, data_key, strategy, training, store, verbose, log)
     if chief:
         save_keras(f, out / "models" / "f.keras")
     model_fn = _model_fn(f)
@@ -269,7 +273,7 @@ def run_suite(
             dcfg = cfg.detectors[det_name]
             a = adv[key]
             stage = store.stage(f"detector:{det_name}:{key_label(key)}", dataclasses.asdict(dcfg), a.key,
-                                a.saliency_key, clean_sal_key, saliency_cfg, cfg.seed)
+                                a.saliency_key, clean_sal_key, saliency_cfg, cfg.seed, *training.key)
 
             def build() -> keras.Model:
                 x, y = balanced_set(
@@ -277,11 +281,12 @@ def run_suite(
                     seed=_seed_for(cfg.seed, "detector-data", *ck),
                 )
                 log(f"detector {det_name} on {key_label(key)}: {len(x)} images")
-                return train_detector(dcfg, x, y, strategy=strategy, seed=_seed_for(cfg.seed, "detector", *ck),
-                                      verbose=2 if verbose else 0, f=f)
+                return train_detector(dcfg, x, y, strategy=training.strategy, loop=training.loop, log=log,
+                                      seed=_seed_for(cfg.seed, "detector", *ck), verbose=2 if verbose else 0, f=f,
+                                      key=f"detectors.{det_name}.batch_size")
 
             t0 = time.perf_counter()
-            model = store.model(stage, build, lambda path: _load_model(path, strategy))
+            model = store.model(stage, build, lambda path: _load_model(path, strategy), collective=training.collective)
             timings[f"detector:{det_name}:{key_label(key)}"] = time.perf_counter() - t0
             detectors[ck] = (model, stage.key, scorer(model))
         return detectors[ck]
@@ -319,6 +324,8 @@ def run_suite(
             "keras": keras.__version__,
             "python": platform.python_version(),
             **describe(cluster),
+            "train_loop": training.loop,
+            "train_replicas": int(training.strategy.num_replicas_in_sync),
             "pairsearch_backend": pairsearch_backend,
         },
         "data": {"source": data.source, "train": int(len(data.x_train)), "test": int(len(data.x_test)),
@@ -402,8 +409,8 @@ def _load_model(path: Path | str, strategy: tf.distribute.Strategy) -> keras.Mod
         return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
-def _classifier(cfg: SuiteConfig, data: Dataset, data_key: str, strategy: tf.distribute.Strategy, store: StageStore,
-                verbose: int, log: Log) -> tuple[keras.Model, str]:
+def _classifier(cfg: SuiteConfig, data: Dataset, data_key: str, strategy: tf.distribute.Strategy,
+                training: TrainSetup, store: StageStore, verbose: int, log: Log) -> tuple[keras.Model, str]:
     """f, loaded from ``classifier.path`` or trained (and stored), with the key downstream stages hash."""
     c = cfg.classifier
     if c.path is not None:
@@ -419,38 +426,22 @@ def _classifier(cfg: SuiteConfig, data: Dataset, data_key: str, strategy: tf.dis
             )
         log(f"classifier: loaded {c.path}")
         return model, fingerprint("classifier-file", sha256_file(c.path))
-    stage = store.stage("classifier", dataclasses.asdict(c), data_key, cfg.seed)
-    model = store.model(stage, lambda: _train_classifier(cfg, data, strategy, verbose, log),
-                           lambda path: _load_model(path, strategy))
+    stage = store.stage("classifier", dataclasses.asdict(c), data_key, cfg.seed, *training.key)
+
+    def build() -> keras.Model:
+        log(f"classifier: training {c.arch} for {c.epochs} epochs ({training.loop} loop, "
+            f"{training.strategy.num_replicas_in_sync} replica(s))")
+        return train_model(
+            lambda: build_model(c.arch, data.x_train.shape[1:], data.num_classes, weights=c.weights),
+            data.x_train, data.y_train, task="classify", strategy=training.strategy, loop=training.loop,
+            epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
+            lr_decay_epochs=c.lr_decay_epochs, lr_decay_factor=c.lr_decay_factor,
+            seed=_seed_for(cfg.seed, "classifier"), verbose=2 if verbose else 0, log=log, key="classifier.batch_size")
+
+    model = store.model(stage, build, lambda path: _load_model(path, strategy), collective=training.collective)
     if store.report.get("classifier") == "reused":
         log("classifier: reused from the store")
     return model, stage.key
-
-
-def _train_classifier(cfg: SuiteConfig, data: Dataset, strategy: tf.distribute.Strategy, verbose: int,
-                      log: Log) -> keras.Model:
-    c = cfg.classifier
-    log(f"classifier: training {c.arch} for {c.epochs} epochs")
-    keras.utils.set_random_seed(_seed_for(cfg.seed, "classifier"))
-    with strategy.scope():
-        model = build_model(c.arch, data.x_train.shape[1:], data.num_classes, weights=c.weights)
-        model.compile(
-            optimizer=keras.optimizers.Adam(c.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-    callbacks = []
-    if c.lr_decay_epochs:
-        boundaries = sorted(c.lr_decay_epochs)
-
-        def schedule(epoch: int, _lr: float) -> float:
-            return c.learning_rate * c.lr_decay_factor ** sum(epoch >= b for b in boundaries)
-
-        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
-    if c.epochs:
-        model.fit(data.x_train, data.y_train, batch_size=c.batch_size, epochs=c.epochs, shuffle=True,
-                  callbacks=callbacks, verbose=2 if verbose else 0)
-    return model
 
 
 def _model_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:

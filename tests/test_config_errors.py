@@ -160,3 +160,38 @@ def test_error_names_only_first_problem_and_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "classifier.epochs" in str(info.value) and "detectors" not in str(info.value)
+
+
+def test_train_loop_fit_across_workers_is_refused():
+    from advsal_bench.training import resolve_loop
+
+    with pytest.raises(ConfigError, match=r"distribute.train_loop.*expected auto or custom, got fit"):
+        resolve_loop("fit", 2)
+    assert resolve_loop("auto", 2) == "custom" and resolve_loop("auto", 1) == "fit"
+
+
+def test_custom_loop_batch_not_a_multiple_of_the_replicas():
+    import numpy as np
+
+    from advsal_bench.training import custom_fit
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    with pytest.raises(ConfigError, match=r"'classifier.batch_size': expected a multiple of the 2 replicas in sync, got 63"):
+        custom_fit(None, None, np.zeros((4, 2)), np.zeros(4), task="classify", strategy=TwoReplicas(), epochs=1,
+                   batch_size=63, schedule=lambda e: 1e-3, seed=0, key="classifier.batch_size")
+
+
+@pytest.mark.parametrize("detector, message", [
+    ({"inputs": ["saliency"], "image_filter": "highpass"}, "'image' is not among its inputs; expected none, got 'highpass'"),
+    ({"arch": "metzen_d", "inputs": ["image"], "image_filter": "highpass"}, "metzen_d feeds the image to f"),
+    ({"image_filter": "sobel"}, "image_filter"),
+])
+def test_detector_image_filter_errors(tmp_path, detector, message):
+    import yaml
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "dataset": {"source": "sample"}, "detectors": {"d": detector}}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

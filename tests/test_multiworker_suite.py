@@ -1,7 +1,9 @@
 """A whole suite across two local workers (`launch --workers 2`) equals the one-process run.
 
-Worker 0 trains and evaluates; both craft their share of every chunked stage (attacks, saliency),
-so any mistake in sharding, gathering or ordering would change the numbers.
+Both workers train f and D together (each on half of every batch, gradients all-reduced), both
+craft their share of every chunked stage (attacks, saliency), and worker 0 evaluates; so any
+mistake in sharding, gathering, ordering or gradient averaging would change the numbers. The
+one-process run uses the same training loop (``distribute.train_loop: custom``) on one replica.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def suite_file(tmp_path_factory) -> Path:
 
 
 def test_two_workers_match_one_process(suite_file, tmp_path):
-    one = _cli("run", str(suite_file), "-q", "--output", str(tmp_path / "one"))
+    one = _cli("run", str(suite_file), "-q", "--output", str(tmp_path / "one"), "--set", "distribute.train_loop=custom")
     assert one.returncode == 0, one.stderr[-2000:]
     two = _cli("launch", "--workers", "2", str(suite_file), "--output", str(tmp_path / "two"))
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
@@ -58,9 +60,28 @@ def test_two_workers_match_one_process(suite_file, tmp_path):
     for worker, chunk in ((0, 1), (1, 2)):
         assert any(line.startswith(f"[worker {worker}]") and f"attack:fgsm:eps=0.3: chunk {chunk}/6 stored" in line
                    for line in lines), worker
+    # both workers took part in training f and D, one replica each
+    for worker in (0, 1):
+        assert sum(line.startswith(f"[worker {worker}]") and "epoch 1/1" in line and "2 replicas" in line
+                   for line in lines) == 3, worker  # f and one D per attack
     env = json.loads((tmp_path / "two" / "results.json").read_text())["environment"]
     assert env["strategy"] == "multi_worker" and env["workers"] == 2
-    assert _comparable(tmp_path / "two" / "results.json") == _comparable(tmp_path / "one" / "results.json")
+    assert env["train_loop"] == "custom" and env["train_replicas"] == 2
+    two_r, one_r = _comparable(tmp_path / "two" / "results.json"), _comparable(tmp_path / "one" / "results.json")
+    # Deterministic given f's weights, and f agrees to float summation order: exactly equal.
+    for key in ("classifier", "attacks", "data"):
+        assert two_r.pop(key) == one_r.pop(key), key
+    # D's training sums gradients in another order, so D's scores move by float noise: a test image
+    # near D's threshold may flip.
+    table_two, table_one = two_r.pop("table1"), one_r.pop("table1")
+    for a, b in zip(table_two, table_one, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], float) and k not in ("eps",):
+                assert abs(a[k] - b[k]) <= 0.01, (a["attack"], k, a[k], b[k])
+            else:
+                assert a[k] == b[k], (a["attack"], k)
+    assert two_r == one_r
 
 
 def test_killing_a_worker_mid_suite_stops_the_other_naming_it(suite_file, tmp_path):

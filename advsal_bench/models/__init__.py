@@ -9,7 +9,7 @@ from ..registry import Registry
 
 MODELS: Registry = Registry("model")
 
-from . import cifar10_net, metzen_detector, mnist_net, vgg16  # noqa: E402,F401  (registration side effects)
+from . import cifar10_net, metzen_detector, mnist_net, residual, vgg16  # noqa: E402,F401  (registration side effects)
 
 __all__ = ["MODELS", "build_model"]
 
