@@ -13,6 +13,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -61,8 +62,9 @@ constexpr std::int64_t kTopShare = 6;
 // Sample setting tau: n / 4 features within [kTopMinSample, kTopSample].
 constexpr std::int64_t kTopSample = 4096;
 constexpr std::int64_t kTopMinSample = 128;
-// T's highest-sigma points walked apart from the rest (the high tier), so
-// that one outlier sigma does not loosen the bound of every outside x T walk.
+// Points in T's highest sigma tier; each lower tier holds 3x the points of
+// all tiers above it, so that one outlier sigma does not loosen the bound of
+// every outside x T walk.
 constexpr std::int64_t kTopHigh = 32;
 // Cells of the near map (bits) at most.
 constexpr std::int64_t kNearCells = 1 << 21;
@@ -99,10 +101,11 @@ struct Workspace {
   std::vector<double> tdl;
   std::vector<float> tu, tv;
   std::vector<advsal_i64> ti;
-  std::vector<std::int32_t> tfirst;
-  std::vector<double> tsig, ldl, hdl;  // T's sigmas; the low and high sigma tiers of T, delta-sorted
-  std::vector<float> lu, lv, hu, hv;
-  std::vector<advsal_i64> li, hi;
+  std::vector<double> tsig, tier_min, tsmax;  // T's sigmas (descending); per sigma tier: lower edge, largest sigma
+  std::vector<std::int64_t> toff, tpos;        // tier g is [toff[g], toff[g + 1]) of the g* arrays
+  std::vector<double> gdl;                     // T by tier, delta-ascending within each tier
+  std::vector<float> gu, gv;
+  std::vector<advsal_i64> gi;
   std::vector<std::uint64_t> near;
 };
 
@@ -408,32 +411,6 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   PROF("search");
 }
 
-// Delta-ascending points with an O(1) lower_bound: a value grid over
-// [dl[0], dl[m-1]] whose bucket of x is monotone in x, so lower_bound(x) lies
-// between the first entries of bucket(x) and bucket(x) + 1.
-struct DeltaIndex {
-  const double* dl;
-  std::int64_t m;
-  double lo, hi, scale;
-  std::int64_t nb;
-  const std::int32_t* first;
-  bool grid;  // false: a crowded bucket (outliers stretch the grid), binary search instead
-
-  std::int64_t bucket(double x) const {
-    if (!(x > lo)) return 0;
-    if (!(x < hi)) return nb - 1;
-    return std::min<std::int64_t>(nb - 1, static_cast<std::int64_t>((x - lo) * scale));
-  }
-  std::int64_t lower_bound(double x) const {
-    if (!grid) return advsal_lower_bound(dl, m, x);
-    const std::int64_t b = bucket(x);
-    std::int64_t k = first[b];
-    const std::int64_t e = first[b + 1];
-    while (k < e && dl[k] < x) ++k;
-    return k;
-  }
-};
-
 // Top-sigma search.  Split the domain by T = {sigma >= tau}: a pair with both
 // members outside T has S <= 2 sigma_out (sigma_out = largest sigma outside
 // T), so score <= sigma_out^2.  The pairs with a member in T are searched
@@ -447,6 +424,14 @@ struct DeltaIndex {
 // Features are streamed in chunks: one vectorizable loop flags a chunk, then
 // the per-point work visits only the flagged features.
 constexpr std::int64_t kChunk = 512;
+// The outside pass gives up (the layers finish, seeded with the best pair so
+// far) after walking this many times |T| outside points while the final
+// bound is not secured (best <= sigma_out^2 so far).  Late in long JSMA runs
+// the gate lets nearly every point through and the bound fails at the end
+// anyway (measured at n = 150,528: 2-3.5 ms of walks, then the layers).  Not
+// with the near map, which anti-correlated rows use: their layers cost the
+// most and their pass usually settles it.
+constexpr std::int64_t kOutsideBudget = 4;
 
 // flags[k] = feature k is in the domain, finite, and lo <= sigma < hi.  The
 // same values as advsal_uv/advsal_sigma (a product by +-1 is exact), written
@@ -476,6 +461,11 @@ inline void for_flagged(const std::uint8_t* flags, std::int64_t len, Fn&& fn) {
   for (; k < len; ++k)
     if (flags[k]) fn(k);
 }
+
+// How the last row this thread solved was settled (tests check that each path is exercised).
+enum class RowPath { kNone, kTopSigma, kLayersAfterTopSigma, kLayersAfterGiveUp, kLayers };
+thread_local RowPath last_path = RowPath::kNone;
+thread_local bool gave_up = false;
 
 bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                    Workspace& w, AdvsalBest& best) {
@@ -549,58 +539,45 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
   // satisfy 2 sigma < sigma + sigma_top < 2 sqrt(best) already.
   double sigma_out = -DBL_MAX;
   if (s_max > 0.0) {
-    // Sigma tiers: the ~kTopHigh highest-sigma points of T (high tier, bound
-    // sigma_top) and the rest (low tier, bound sigma_low = their largest
-    // sigma).  Each outside q walks each tier with that tier's bound, so when
-    // a few outliers carry sigma_top (e.g. T's deltas all on one side, the
-    // best partners outside T) q skips the low tier or stops early in it,
-    // instead of walking most of T.  Both tiers stay delta-sorted.
-    const double* ldl = w.tdl.data();
-    const float* lu = w.tu.data();
-    const float* lv = w.tv.data();
-    const advsal_i64* li = w.ti.data();
-    std::int64_t ml = mt, mh = 0;
-    double sigma_low = sigma_top;
-    if (mt > 4 * kTopHigh) {
-      w.tsig.resize(mt);
-      for (std::int64_t k = 0; k < mt; ++k) w.tsig[k] = advsal_sigma(w.tu[k], w.tv[k]);
-      std::nth_element(w.tsig.begin(), w.tsig.begin() + (mt - kTopHigh), w.tsig.end());
-      const double s1 = w.tsig[mt - kTopHigh];
-      w.ldl.clear(); w.lu.clear(); w.lv.clear(); w.li.clear();
-      w.hdl.clear(); w.hu.clear(); w.hv.clear(); w.hi.clear();
-      double lmax = -DBL_MAX;
-      for (std::int64_t k = 0; k < mt; ++k) {
-        const double sk = advsal_sigma(w.tu[k], w.tv[k]);
-        if (sk >= s1) {
-          w.hdl.push_back(w.tdl[k]); w.hu.push_back(w.tu[k]); w.hv.push_back(w.tv[k]); w.hi.push_back(w.ti[k]);
-        } else {
-          w.ldl.push_back(w.tdl[k]); w.lu.push_back(w.tu[k]); w.lv.push_back(w.tv[k]); w.li.push_back(w.ti[k]);
-          lmax = std::max(lmax, sk);
-        }
-      }
-      if (!w.ldl.empty() && !w.hdl.empty()) {
-        ml = static_cast<std::int64_t>(w.ldl.size());
-        mh = static_cast<std::int64_t>(w.hdl.size());
-        ldl = w.ldl.data(); lu = w.lu.data(); lv = w.lv.data(); li = w.li.data();
-        sigma_low = lmax;
-      }
+    // Sigma tiers: T cut by sigma rank into tiers of 32, 96, 384, 1536, ...
+    // points (each 4x the points above it), each kept delta-sorted and
+    // walked by an outside q with its own bound S <= sigma_q + (the tier's
+    // largest sigma).  One bound for all of T (sigma_top) lets every q walk a
+    // wide delta window of T, though most of T has a sigma far below
+    // sigma_top: late in long JSMA runs (the top of the sigma range eaten by
+    // earlier steps) that cost 2-16 ms per row at n = 27k-150k.  With tiers,
+    // the bulk of T (sigmas near tau) gets a window near zero width, and a
+    // q skips every tier from the first whose bound cannot beat best.
+    w.tsig.resize(mt);
+    for (std::int64_t k = 0; k < mt; ++k) w.tsig[k] = advsal_sigma(w.tu[k], w.tv[k]);
+    std::sort(w.tsig.begin(), w.tsig.end(), std::greater<double>());
+    w.tier_min.clear();  // tier g holds sigma >= tier_min[g] (and < tier_min[g - 1])
+    for (std::int64_t top = kTopHigh; top < mt; top *= 4) w.tier_min.push_back(w.tsig[top - 1]);
+    w.tier_min.push_back(-DBL_MAX);
+    const int ng = static_cast<int>(w.tier_min.size());
+    auto tier_of = [&](double sk) {
+      int g = 0;
+      while (sk < w.tier_min[g]) ++g;
+      return g;
+    };
+    w.toff.assign(ng + 1, 0);
+    w.tsmax.assign(ng, -DBL_MAX);
+    for (std::int64_t k = 0; k < mt; ++k) {
+      const double sk = advsal_sigma(w.tu[k], w.tv[k]);
+      const int g = tier_of(sk);
+      ++w.toff[g + 1];
+      w.tsmax[g] = std::max(w.tsmax[g], sk);
     }
-    const double low_mag = std::max(advsal_abs(tau), advsal_abs(sigma_low));
-    DeltaIndex ix{ldl, ml, ldl[0], ldl[ml - 1], 0.0, 1, nullptr, true};
-    while (ix.nb < ml && ix.nb < (1 << 16)) ix.nb <<= 1;
-    if (ix.hi > ix.lo) ix.scale = static_cast<double>(ix.nb) / (ix.hi - ix.lo);
-    w.tfirst.resize(ix.nb + 1);
+    for (int g = 0; g < ng; ++g) w.toff[g + 1] += w.toff[g];
+    w.gdl.resize(mt); w.gu.resize(mt); w.gv.resize(mt); w.gi.resize(mt);
     {
-      std::int64_t k = 0, crowd = 0;
-      for (std::int64_t b = 0; b <= ix.nb; ++b) {
-        const std::int64_t k0 = k;
-        while (k < ml && ix.bucket(ldl[k]) < b) ++k;
-        w.tfirst[b] = static_cast<std::int32_t>(k);
-        crowd = std::max(crowd, k - k0);
+      std::vector<std::int64_t>& pos = w.tpos;
+      pos.assign(w.toff.begin(), w.toff.end() - 1);
+      for (std::int64_t k = 0; k < mt; ++k) {  // in delta order: each tier stays delta-sorted
+        const std::int64_t at = pos[tier_of(advsal_sigma(w.tu[k], w.tv[k]))]++;
+        w.gdl[at] = w.tdl[k]; w.gu[at] = w.tu[k]; w.gv[at] = w.tv[k]; w.gi[at] = w.ti[k];
       }
-      ix.grid = crowd <= 32;
     }
-    ix.first = w.tfirst.data();
 
     // Near map: cells of width cw >= the largest admissible |D| (< S), with
     // the cells next to every T delta marked, so an outside q whose -delta
@@ -608,7 +585,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
     // T.  Worth it when S is tiny against the delta range (anti-correlated
     // gradients).  The 1e-12 term covers the rounding of delta and of the
     // differences for any -delta on the map (|x| <= dT + 4 cw).
-    // Over all of T (both tiers).
+    // Over all of T (all tiers).
     const double t_lo = w.tdl[0], t_hi = w.tdl[mt - 1];
     const double span = t_hi - t_lo;
     const double dT = std::max(advsal_abs(t_lo), advsal_abs(t_hi));
@@ -633,13 +610,18 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
     // 2 sqrt(best): sigma_q + sigma_top + 1e-9 (|sigma_q| + |sigma_top|) <
     // 2 sqrt(best) (1 - 1e-9), solved for sigma_q with a 2e-9 margin.  A gate
     // from an earlier (lower) best is still safe.
+    std::int64_t visited = 0;
+    const std::int64_t budget = kOutsideBudget * mt;
     for (std::int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      if (!use_near && visited > budget &&
+          !advsal_prunable(2.0 * sigma_out, 2.0 * advsal_abs(sigma_out), 0.0, 0.0, best.score)) {
+        PROF("outside x top (gave up)");
+        gave_up = true;
+        return false;
+      }
       const std::int64_t len = std::min(kChunk, n - j0);
       const double c = 2.0 * std::sqrt(best.score) * (1.0 - 1e-9) - sigma_top - 1e-9 * top_mag;
       const double thr = c > 0.0 ? c / (1.0 + 2e-9) : c * (1.0 + 2e-9);
-      // The same gate for the low tier, with its own bound.
-      const double cl = 2.0 * std::sqrt(best.score) * (1.0 - 1e-9) - sigma_low - 1e-9 * low_mag;
-      const double thr_low = cl > 0.0 ? cl / (1.0 + 2e-9) : cl * (1.0 + 2e-9);
       chunk_flags(st + j0, so + j0, dom + j0, len, increase, thr, tau, flags);
       for_flagged(flags, len, [&](std::int64_t k) {
         const std::int64_t j = j0 + k;
@@ -647,6 +629,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
         advsal_uv(st[j], so[j], increase, &u, &v);
         const double sq = advsal_sigma(u, v), dq = advsal_delta(u, v);
         sigma_out = std::max(sigma_out, sq);
+        ++visited;
         const double x = -dq;
         if (use_near) {
           const double cell = (x - base) / cw;
@@ -654,12 +637,16 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
           const std::int64_t ci = static_cast<std::int64_t>(cell);
           if (!((near[ci >> 6] >> (ci & 63)) & 1ull)) return;
         }
-        if (mh > 0)
-          advsal_walk(dq, u, v, j, -1, sq + sigma_top, advsal_abs(sq) + top_mag, advsal_lower_bound(w.hdl.data(), mh, x),
-                      w.hdl.data(), w.hu.data(), w.hv.data(), w.hi.data(), mh, 0.0, &best);
-        if (sq >= thr_low)
-          advsal_walk(dq, u, v, j, -1, sq + sigma_low, advsal_abs(sq) + low_mag, ix.lower_bound(x), ldl, lu, lv, li,
-                      ml, 0.0, &best);
+        for (int g = 0; g < ng; ++g) {
+          const std::int64_t o = w.toff[g], mg = w.toff[g + 1] - o;
+          if (mg == 0) continue;
+          const double sg = sq + w.tsmax[g], sg_mag = advsal_abs(sq) + advsal_abs(w.tsmax[g]);
+          // Lower tiers have smaller sigmas: once a tier cannot beat best, none below can.
+          if (advsal_prunable(sg, sg_mag, 0.0, 0.0, best.score)) break;
+          const double* gdl = w.gdl.data() + o;
+          advsal_walk(dq, u, v, j, -1, sg, sg_mag, advsal_lower_bound(gdl, mg, x), gdl, w.gu.data() + o,
+                      w.gv.data() + o, w.gi.data() + o, mg, 0.0, &best);
+        }
       });
     }
   } else {
@@ -673,9 +660,11 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
 
 AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                      Workspace& w) {
+  gave_up = false;
   AdvsalBest best;
   advsal_best_reset(&best);
   if (n >= kTopMinN && top_sigma_row(st, so, dom, n, increase, w, best)) {
+    last_path = RowPath::kTopSigma;
 #ifdef ADVSAL_PROFILE
     std::fprintf(stderr, "path top-sigma\n");
 #endif
@@ -684,8 +673,19 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
 #ifdef ADVSAL_PROFILE
   std::fprintf(stderr, "path layers (seeded: %d)\n", best.p >= 0 ? 1 : 0);
 #endif
+  last_path = n < kTopMinN ? RowPath::kLayers : gave_up ? RowPath::kLayersAfterGiveUp : RowPath::kLayersAfterTopSigma;
   layers_row(st, so, dom, n, increase, w, best);
   return best;
+}
+
+const char* last_path_name() {
+  switch (last_path) {
+    case RowPath::kTopSigma: return "top_sigma";
+    case RowPath::kLayersAfterTopSigma: return "layers_after_top_sigma";
+    case RowPath::kLayersAfterGiveUp: return "layers_after_give_up";
+    case RowPath::kLayers: return "layers";
+    default: return "none";
+  }
 }
 
 // Reused across calls: no reallocation or page faults per iteration of an attack.
@@ -772,6 +772,9 @@ PYBIND11_MODULE(_jsma_native, m) {
         "Best admissible (p, q) per row: (p int64[B], q int64[B], score float64[B]); -1, -1, 0 when none.");
   // Rows at least this long try the top-sigma search first (tests aim above it).
   m.attr("top_sigma_min_features") = kTopMinN;
+  m.def("last_path", &last_path_name,
+        "How this thread's last solved row was settled: top_sigma, layers_after_top_sigma (the top-sigma "
+        "search declined or its bound failed), layers_after_give_up (the outside pass gave up), layers (short row) or none.");
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -336,3 +336,45 @@ def test_native_top_sigma_one_sided_top_with_outlier() -> None:
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(got[2][:1], best_pairs_reference(st[:1], so[:1], dom[:1])[2])
+
+
+def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
+    """Rows from late in a long JSMA run at 224x224x3 (one image, target out of reach): the top of
+    the sigma range is eaten by earlier steps, the outside pass of the top-sigma search gives up and
+    the layers finish, seeded. Each row must still give exactly the numpy backend's pair."""
+    _native_min_top_sigma()
+    import keras
+    import tensorflow as tf
+
+    import advsal_bench.attacks.jsma as jsma_mod
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
+                              keras.layers.Conv2D(16, 3, strides=2, activation="relu"), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32) * 0.5
+    unreachable = lambda z: model(z) + tf.constant(-1e4 * np.eye(10, dtype=np.float32)[3])  # noqa: E731
+    rows, calls = [], [0]
+    search = jsma_mod.best_pairs
+
+    def capture(st, so, dom, **kwargs):
+        result = search(st, so, dom, **kwargs)
+        if calls[0] >= 120 and calls[0] % 5 == 0:
+            rows.append((np.array(st), np.array(so), np.array(dom), kwargs.get("increase", True)))
+        calls[0] += 1
+        return result
+
+    jsma_mod.best_pairs = capture
+    try:
+        jsma_mod.jsma(unreachable, x, target=3, gamma=2 * 160 / x.size, backend="native")
+    finally:
+        jsma_mod.best_pairs = search
+    assert calls[0] == 160 and len(rows) == 8
+    paths = []
+    for st, so, dom, increase in rows:
+        got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+        paths.append(ps._native._ext.last_path())
+        want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    assert "layers_after_give_up" in paths, paths
