@@ -29,7 +29,7 @@ from .errors import InputError, NumericalError
 from .metrics import accuracy, detection_metrics, operating_point_metrics
 from .models import build_model
 from .saliency import fit_global_scale, gradient_saliency, normalize_saliency
-from .training import TrainSetup, resolve_loop, train_model
+from .training import TrainSetup, check_batch_sizes, resolve_loop, train_model
 from .store import StageStore, array_digest, fingerprint, save_keras, sha256_file, write_json, write_text
 
 Log = Callable[[str], None]
@@ -104,11 +104,13 @@ def run_suite(
     cluster = get_strategy(cfg.distribute)
     # Each worker computes on its own devices (``strategy``): its share of each chunked stage, and
     # on worker 0 the whole-stage work (evaluation). Training f and D spans all workers
-    # (``train_strategy``); otherwise ``cluster`` only synchronizes workers.
+    # (``training.strategy``); otherwise ``cluster`` only synchronizes workers.
     strategy = local_strategy(cluster)
     index, workers, chief = worker_info(cluster)
     training = TrainSetup(cluster if workers > 1 else strategy, resolve_loop(cfg.distribute.train_loop, workers),
                           collective=workers > 1)
+    check_batch_sizes({"classifier.batch_size": cfg.classifier.batch_size,
+                       **{f"detectors.{n}.batch_size": d.batch_size for n, d in cfg.detectors.items()}}, training)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 

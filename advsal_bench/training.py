@@ -48,6 +48,19 @@ def resolve_loop(name: str, workers: int) -> Literal["fit", "custom"]:
     return name  # type: ignore[return-value]
 
 
+def check_batch_sizes(batch_sizes: dict[str, int], setup: TrainSetup) -> None:
+    """Fail before any work where the custom loop cannot split a configured batch over the replicas."""
+    if setup.loop != "custom":
+        return
+    for key, batch in batch_sizes.items():
+        _require_multiple(key, batch, int(setup.strategy.num_replicas_in_sync))
+
+
+def _require_multiple(key: str, batch: int, replicas: int) -> None:
+    if batch % replicas:
+        raise ConfigError(f"config key '{key}': expected a multiple of the {replicas} replicas in sync, got {batch}")
+
+
 def _loss(task: Task, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
     if task == "classify":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
@@ -142,9 +155,7 @@ def custom_fit(
     up to float summation order (and BatchNorm, whose statistics are per replica, as in ``fit``).
     """
     replicas = int(strategy.num_replicas_in_sync)
-    if batch_size % replicas:
-        raise ConfigError(f"config key '{key}': expected a multiple of the {replicas} replicas in sync, "
-                          f"got {batch_size}")
+    _require_multiple(key, batch_size, replicas)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64 if task == "classify" else np.float32)
     loss_fn = _loss(task, reduction=None)

@@ -34,6 +34,10 @@ def cli_runs(tmp_path_factory):
     commands = {
         "validate_quick": ["validate", str(QUICK)],
         "run_bad_attack": ["run", str(tmp / "bad_attack.yaml"), "--output", str(tmp / "out_attack"), "--quiet"],
+        # the custom training loop splits each batch evenly over 2 logical CPUs: 63 cannot be
+        "run_odd_batch": ["run", str(QUICK), "--output", str(tmp / "out_batch"), "--quiet",
+                          "--set", "distribute.strategy=mirrored", "--set", "distribute.cpu_devices=2",
+                          "--set", "distribute.train_loop=custom", "--set", "detectors.image_saliency.batch_size=63"],
     }
     procs = {
         name: subprocess.Popen(
@@ -153,3 +157,12 @@ def test_help_exits_0(capsys):
         cli.main(["run", "--help"])
     assert info.value.code == 0
     assert "--output" in capsys.readouterr().out
+
+
+def test_subprocess_batch_not_split_over_replicas_exits_2_before_any_work(cli_runs):
+    tmp, results = cli_runs
+    rc, out, err = results["run_odd_batch"]
+    assert rc == 2, err
+    line = _one_error_line(err)
+    assert "'detectors.image_saliency.batch_size': expected a multiple of the 2 replicas in sync, got 63" in line
+    assert not (tmp / "out_batch").exists()  # failed before the output folder was made

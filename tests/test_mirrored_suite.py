@@ -78,3 +78,20 @@ def test_f_and_attack_accuracy_identical_training_within_tolerance(runs):
         assert two["attacks"][name]["adv_accuracy"] == one["attacks"][name]["adv_accuracy"]
     for r1, r2 in zip(one["table1"], two["table1"]):
         assert abs(r1["d_accuracy"] - r2["d_accuracy"]) <= 0.05, (r1, r2)
+
+
+def test_custom_loop_trains_the_same_f_on_one_and_two_replicas(tmp_path):
+    """With ``train_loop: custom`` training is part of the agreement too: f is the same up to float
+    summation order (1e-5 on the weights, tests/test_training.py), so f's accuracies and every
+    attack's outcome agree exactly; D's, within the stated 0.05."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    one = _run(suite, tmp_path / "one", "distribute.train_loop=custom")
+    two = _run(suite, tmp_path / "two", "distribute.train_loop=custom", "distribute.strategy=mirrored",
+               "distribute.cpu_devices=2")
+    assert two["environment"]["train_loop"] == "custom" and two["environment"]["train_replicas"] == 2
+    assert two["classifier"] == one["classifier"]
+    for name in SUITE["attacks"]:
+        assert two["attacks"][name]["adv_accuracy"] == one["attacks"][name]["adv_accuracy"]
+    for r1, r2 in zip(one["table1"], two["table1"]):
+        assert abs(r1["d_accuracy"] - r2["d_accuracy"]) <= 0.05, (r1, r2)
