@@ -84,7 +84,8 @@ def test_two_workers_match_one_process(suite_file, tmp_path):
     assert two_r == one_r
 
 
-def test_killing_a_worker_mid_suite_stops_the_other_naming_it(suite_file, tmp_path):
+@pytest.mark.parametrize("kill_at", ["classifier: training", "chunk 2/"], ids=["training", "crafting"])
+def test_killing_a_worker_mid_suite_stops_the_other_naming_it(suite_file, tmp_path, kill_at):
     from advsal_bench.launch import free_ports, tf_config
 
     ports = free_ports(2)
@@ -95,9 +96,10 @@ def test_killing_a_worker_mid_suite_stops_the_other_naming_it(suite_file, tmp_pa
         cmd = [sys.executable, "-m", "advsal_bench", "run", str(suite_file), "--output", str(tmp_path / "out"),
                "--set", "distribute.strategy=multi_worker"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
-    # Kill worker 1 once it is crafting (its first chunk is stored), then time worker 0's exit.
+    # Kill worker 1 once it trains f with worker 0 (inside the all-reduces), or once it is crafting
+    # (its first chunk is stored), then time worker 0's exit.
     for line in procs[1].stdout:
-        if "chunk 2/" in line:
+        if kill_at in line:
             break
     procs[1].send_signal(signal.SIGKILL)
     t0 = time.monotonic()
