@@ -35,6 +35,19 @@ from .store import StageStore, array_digest, fingerprint, save_keras, sha256_fil
 Log = Callable[[str], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class Victim:
+    """f as the adaptive attacks need it: the model, its stage key, logits and saliency functions, and
+    the saliency normalization D was trained with."""
+
+    model: keras.Model
+    key: str
+    fn: Callable[[tf.Tensor], tf.Tensor]
+    saliency_fn: Callable[[tf.Tensor], tf.Tensor]
+    normalize: Callable[[np.ndarray], np.ndarray]
+    scale: float | None
+
+
 @dataclasses.dataclass
 class AdvSet:
     """Adversarial train/test images for one (attack, eps) with their saliency maps and store keys."""
@@ -266,15 +279,12 @@ def run_suite(
     roc_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     saliency_cfg = dataclasses.asdict(cfg.saliency)
 
-    def key_label(key: tuple[str, float | None]) -> str:
-        return key[0] if key[1] is None else f"{key[0]}:eps={key[1]:g}"
-
     def detector_for(det_name: str, key: tuple[str, float | None]) -> tuple[keras.Model, str, Callable]:
         ck = (det_name, *key)
         if ck not in detectors:
             dcfg = cfg.detectors[det_name]
             a = adv[key]
-            stage = store.stage(f"detector:{det_name}:{key_label(key)}", dataclasses.asdict(dcfg), a.key,
+            stage = store.stage(f"detector:{det_name}:{_key_label(key)}", dataclasses.asdict(dcfg), a.key,
                                 a.saliency_key, clean_sal_key, saliency_cfg, cfg.seed, *training.key)
 
             def build() -> keras.Model:
@@ -282,14 +292,14 @@ def run_suite(
                     detector_input(dcfg.inputs, x_tr, s_tr), detector_input(dcfg.inputs, a.x_train, a.s_train),
                     seed=_seed_for(cfg.seed, "detector-data", *ck),
                 )
-                log(f"detector {det_name} on {key_label(key)}: {len(x)} images")
+                log(f"detector {det_name} on {_key_label(key)}: {len(x)} images")
                 return train_detector(dcfg, x, y, strategy=training.strategy, loop=training.loop, log=log,
                                       seed=_seed_for(cfg.seed, "detector", *ck), verbose=2 if verbose else 0, f=f,
                                       key=f"detectors.{det_name}.batch_size")
 
             t0 = time.perf_counter()
             model = store.model(stage, build, lambda path: _load_model(path, strategy), collective=training.collective)
-            timings[f"detector:{det_name}:{key_label(key)}"] = time.perf_counter() - t0
+            timings[f"detector:{det_name}:{_key_label(key)}"] = time.perf_counter() - t0
             detectors[ck] = (model, stage.key, scorer(model))
         return detectors[ck]
 
@@ -297,7 +307,7 @@ def run_suite(
         dcfg = cfg.detectors[det_name]
         _, d_key, score_fn = detector_for(det_name, fit_key)
         a = adv[test_key]
-        stage = store.stage(f"eval:{det_name}:{key_label(fit_key)}:on:{key_label(test_key)}", d_key, a.key,
+        stage = store.stage(f"eval:{det_name}:{_key_label(fit_key)}:on:{_key_label(test_key)}", d_key, a.key,
                             a.saliency_key, clean_sal_key, saliency_cfg, val_split, len(x_val))
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -364,9 +374,10 @@ def run_suite(
 
     if cfg.adaptive.attacks:
         t0 = time.perf_counter()
-        results["adaptive"] = _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key,
-                                        results["table1"], detector_for, key_label, x_te, y_te,
-                                        test_logits[:n_te].argmax(-1), sal_fn, norm, scale, f_key, log)
+        victim = Victim(f, f_key, model_fn, sal_fn, norm, scale)
+        results["adaptive"] = _adaptive(cfg, victim, (x_te, y_te, test_logits[:n_te].argmax(-1)), strategy=strategy,
+                                        store=store, attacks_out=attacks_out, selected_key=selected_key,
+                                        table1=results["table1"], detector_for=detector_for, log=log)
         timings["adaptive"] = time.perf_counter() - t0
 
     throughput["detector_inference"] = t_infer[1] / t_infer[0] if t_infer[0] else float("nan")
@@ -503,12 +514,19 @@ def _attack_chunk(strategy, step, consts, rows, batch_size: int, progress: _Prog
     return compute
 
 
-def _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key, table1, detector_for, key_label,
-              x_te, y_te, clean_pred, sal_fn, norm, scale, f_key, log) -> list[dict[str, Any]]:
-    """Each adaptive attack against each Table 1 detector, next to the non-adaptive numbers."""
+def _adaptive(cfg: SuiteConfig, victim: Victim, test: tuple[np.ndarray, np.ndarray, np.ndarray], *,
+              strategy: tf.distribute.Strategy, store: StageStore, attacks_out: dict[str, Any],
+              selected_key: dict[str, tuple[str, float | None]], table1: list[dict[str, Any]],
+              detector_for: Callable, log: Log) -> list[dict[str, Any]]:
+    """Each adaptive attack against each Table 1 detector, next to the non-adaptive numbers.
+
+    ``test``: the clean test images, their labels and f's predictions on them.
+    """
     from .adaptive import adaptive_metrics, craft_cw_detector, craft_metzen, detector_fn_for, metzen_ball
     from .models.surrogate import softplus_surrogate
 
+    x_te, y_te, clean_pred = test
+    f, model_fn, sal_fn, norm, f_key = victim.model, victim.fn, victim.saliency_fn, victim.normalize, victim.key
     ad = cfg.adaptive
     n = min(ad.test_size, len(x_te))
     x, y, pred0 = x_te[:n], y_te[:n], clean_pred[:n]
@@ -522,7 +540,7 @@ def _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key, tabl
         for det_name in ad.detectors or tuple(cfg.detectors):
             dcfg = cfg.detectors[det_name]
             d_model, d_key, score_fn = detector_for(det_name, key)
-            dfn = detector_fn_for(d_model, dcfg, model_fn, cfg.saliency, scale, surrogate_fn)
+            dfn = detector_fn_for(d_model, dcfg, model_fn, cfg.saliency, victim.scale, surrogate_fn)
             ref = t1[(attack, det_name)]
             base = {"attack": attack, "eps": key[1], "detector": det_name,
                     "non_adaptive": {"f_adv": ref["f_adv"], "d_adv": ref["d_adv"], "d_adv_fooling": ref["d_adv_fooling"]}}
@@ -539,11 +557,11 @@ def _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key, tabl
                     if ball is None:
                         log(f"adaptive metzen on {det_name}/{attack}: no eps ball defined (set adaptive.metzen.eps); skipped")
                         continue
-                    stage = store.stage(f"adaptive:metzen:{det_name}:{key_label(key)}", d_key, f_key,
+                    stage = store.stage(f"adaptive:metzen:{det_name}:{_key_label(key)}", d_key, f_key,
                                         dataclasses.asdict(ad.metzen), ball, n, ad.surrogate_beta, ad.batch_size)
 
                     def compute(ball=ball) -> tuple[dict, dict]:
-                        log(f"adaptive metzen on {det_name}/{key_label(key)}: {ball[0]} eps={ball[1]:g}, "
+                        log(f"adaptive metzen on {det_name}/{_key_label(key)}: {ball[0]} eps={ball[1]:g}, "
                             f"sigma {list(ad.metzen.sigma)}, {n} images")
                         sets = craft_metzen(strategy, model_fn, dfn, x, norm=ball[0], eps=ball[1], sigmas=ad.metzen.sigma,
                                             steps=ad.metzen.steps, batch_size=ad.batch_size)
@@ -554,11 +572,11 @@ def _adaptive(cfg, f, model_fn, strategy, store, attacks_out, selected_key, tabl
                     rows += [{**base, "adaptive_attack": "metzen", **r} for r in values["rows"]]
                 else:
                     c = ad.cw_detector
-                    stage = store.stage(f"adaptive:cw_detector:{det_name}:{key_label(key)}", d_key, f_key,
+                    stage = store.stage(f"adaptive:cw_detector:{det_name}:{_key_label(key)}", d_key, f_key,
                                         dataclasses.asdict(c), n, ad.surrogate_beta, ad.batch_size)
 
                     def compute() -> tuple[dict, dict]:
-                        log(f"adaptive cw_detector on {det_name}/{key_label(key)}: {c.steps} steps, {n} images")
+                        log(f"adaptive cw_detector on {det_name}/{_key_label(key)}: {c.steps} steps, {n} images")
                         xa = craft_cw_detector(strategy, model_fn, dfn, x, kappa=c.kappa, c=c.c, steps=c.steps,
                                                learning_rate=c.learning_rate, batch_size=ad.batch_size)
                         return {}, {"row": measure(xa)}
@@ -573,6 +591,11 @@ def _validation_split(data: Dataset, n_tr: int, n_te: int, size: int) -> tuple[s
     if len(data.x_test) > n_te:
         return "test", data.x_test[n_te : n_te + size]
     return "train", data.x_train[n_tr : n_tr + size]
+
+
+def _key_label(key: tuple[str, float | None]) -> str:
+    """An adversarial set's name in stage names and logs: the attack, with its eps where it has one."""
+    return key[0] if key[1] is None else f"{key[0]}:eps={key[1]:g}"
 
 
 def _eps_key(eps: float) -> str:
