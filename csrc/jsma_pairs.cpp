@@ -289,6 +289,12 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
     w.idx.resize(n);
   }
   std::int64_t m0 = 0;
+  // Only the first point at the origin (u = v = 0) is kept.  Such a point is
+  // admissible only beside a p with u_p > 0 and v_p > 0, scoring u_p v_p, the
+  // same with every origin point, and the lowest-indexed one gives the
+  // smallest pair among them: the others can neither win nor win a tie.  On
+  // MNIST about half the features have a zero gradient (the blank border).
+  bool origin_seen = false;
   for (std::int64_t j = 0; j < n; ++j) {
     float u, v;
     advsal_uv(st[j], so[j], increase, &u, &v);
@@ -296,7 +302,10 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
     w.v[m0] = v;
     w.idx[m0] = j;
     // Non-finite gradients are excluded from the domain (NaN breaks ordering).
-    m0 += (dom[j] != 0) & advsal_finite(u) & advsal_finite(v);
+    const bool valid = (dom[j] != 0) & advsal_finite(u) & advsal_finite(v);
+    const bool origin = valid & (u == 0.0f) & (v == 0.0f);
+    m0 += valid & !(origin & origin_seen);
+    origin_seen |= origin;
   }
   // Pivots from a strided sample: any real points are valid pivots, and the
   // maxima of ~8k samples already dominate nearly all of a typical cloud.

@@ -378,3 +378,28 @@ def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
     assert "layers_after_give_up" in paths, paths
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_zero_gradient_points_keep_exact_pairs_and_ties(backend: str) -> None:
+    """Rows where most features have a zero gradient (MNIST's blank border): the native search keeps
+    one point at the origin only, so the best pair and its tie-break (the smallest (p, q)) must still
+    be the reference's, including when that pair is a positive point and the first origin point."""
+    rng = np.random.default_rng(8)
+    for trial in range(300):
+        n = int(rng.integers(2, 200))
+        st = rng.normal(size=(2, n)).astype(np.float32)
+        so = rng.normal(size=(2, n)).astype(np.float32)
+        zero = rng.random((2, n)) < rng.uniform(0.3, 0.99)
+        st[zero] = 0.0
+        so[zero] = -0.0 if trial % 3 == 0 else 0.0
+        if trial % 4 == 0:  # one admissible point only: its best partners are the origin points
+            st[:, :] = np.where(zero, 0.0, -np.abs(st))
+            k = int(rng.integers(0, n))
+            st[:, k], so[:, k] = 1.5, -2.0
+        dom = rng.random((2, n)) < 0.9
+        increase = bool(trial % 2)
+        got = ps.best_pairs(st, so, dom, increase=increase, backend=backend)
+        want = best_pairs_reference(st, so, dom, increase=increase)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
