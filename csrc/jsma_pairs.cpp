@@ -4,7 +4,9 @@
 // Per row: long rows first try the top-sigma search (top_sigma_row: every
 // pair with a member among the ~2k highest-sigma points, exact when a bound
 // rules out the rest); otherwise, or when the bound does not hold, the
-// Pareto-layer search (layers_row) runs, seeded with what was found.
+// Pareto-layer search (layers_row) runs, seeded with what was found; it first
+// drops the points that cannot reach the best pair among a few strong ones
+// (bound_filter).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -277,6 +279,135 @@ void search_sorted(const double* dl, const float* cu, const float* cv, const adv
   }
 }
 
+// Features are streamed in chunks of kChunk: a vectorizable loop flags a chunk, then the
+// per-point work visits only the flagged features.
+constexpr std::int64_t kChunk = 512;
+
+// Calls fn(k) for every flagged k < len, eight flags per test.
+template <class Fn>
+inline void for_flagged(const std::uint8_t* flags, std::int64_t len, Fn&& fn) {
+  std::int64_t k = 0;
+  for (; k + 8 <= len; k += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, flags + k, sizeof word);
+    if (!word) continue;
+    for (int b = 0; b < 8; ++b)
+      if (flags[k + b]) fn(k + b);
+  }
+  for (; k < len; ++k)
+    if (flags[k]) fn(k);
+}
+
+// Pivots from a strided sample: any real points are valid pivots, and the
+// maxima of ~8k samples already dominate nearly all of a typical cloud.
+struct Pivots {
+  std::int32_t bi[kW];
+  float bv[kW];
+  std::int32_t bi2;  // runner-up of u + v, or -1
+};
+
+Pivots pick_pivots(const Workspace& w, std::int64_t m) {
+  Pivots r;
+  for (int k = 0; k < kW; ++k) {
+    r.bv[k] = -FLT_MAX;
+    r.bi[k] = 0;
+  }
+  const std::int64_t stride = std::max<std::int64_t>(1, m / 8192);
+  // Runner-up of u + v as well: with duplicated maxima (integer-valued or
+  // all-zero gradients) every weighting picks the same point, and one pivot
+  // alone can never drop anything.
+  float bv2 = -FLT_MAX;
+  r.bi2 = -1;
+  for (std::int64_t i = 0; i < m; i += stride) {
+    const float u = w.u[i], v = w.v[i];
+    const float sum = u + v;
+    if (sum > bv2 && !(sum > r.bv[2])) {
+      bv2 = sum;
+      r.bi2 = static_cast<std::int32_t>(i);
+    }
+    for (int k = 0; k < kW; ++k) {
+      const float val = kWeights[k][0] * u + kWeights[k][1] * v;
+      if (val > r.bv[k]) {
+        if (k == 2) {
+          bv2 = r.bv[k];
+          r.bi2 = r.bi[k];
+        }
+        r.bv[k] = val;
+        r.bi[k] = static_cast<std::int32_t>(i);
+      }
+    }
+  }
+  return r;
+}
+
+// Seeds `best` with the best pair among a few strong points (the kSeed
+// highest sigmas, the largest u, the largest v), then drops, in place and in
+// order, every point no partner can lift to that score: a pair containing i
+// has u-sum <= u_i + U and v-sum <= v_i + V (U, V the row's maxima; float
+// sums into double and the product round monotonically, so the computed
+// score obeys it too) and S <= sigma_i + sigma_max.  Both bounds keep ties,
+// so the best pair and any pair tying it survive.  On the rows of a JSMA run
+// on MNIST (~360 points after the origin rule) a median of ~40 survive, and
+// the prefilter, the sort and the layers see only those.
+// Returns the number of points kept.
+constexpr int kSeed = 16;
+std::int64_t bound_filter(Workspace& w, std::int64_t m, AdvsalBest& best) {
+  float* u = w.u.data();
+  float* v = w.v.data();
+  std::int64_t* idx = w.idx.data();
+  float U = -FLT_MAX, V = -FLT_MAX;
+  std::int32_t iu = 0, iv = 0;
+  double wsig[kSeed];
+  std::int32_t wpos[kSeed];
+  int nw = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    if (u[i] > U) {
+      U = u[i];
+      iu = static_cast<std::int32_t>(i);
+    }
+    if (v[i] > V) {
+      V = v[i];
+      iv = static_cast<std::int32_t>(i);
+    }
+    const double si = advsal_sigma(u[i], v[i]);
+    if (nw == kSeed && !(si > wsig[kSeed - 1])) continue;
+    int pos = nw < kSeed ? nw++ : nw - 1;
+    while (pos > 0 && wsig[pos - 1] < si) {
+      wsig[pos] = wsig[pos - 1];
+      wpos[pos] = wpos[pos - 1];
+      --pos;
+    }
+    wsig[pos] = si;
+    wpos[pos] = static_cast<std::int32_t>(i);
+  }
+  const double sigma_max = wsig[0];
+  std::int32_t seeds[kSeed + 2];
+  int ns = 0;
+  for (int k = 0; k < nw; ++k) seeds[ns++] = wpos[k];
+  for (const std::int32_t c : {iu, iv})
+    if (std::find(seeds, seeds + ns, c) == seeds + ns) seeds[ns++] = c;
+  for (int a = 0; a < ns; ++a)
+    for (int b = a + 1; b < ns; ++b) {
+      double sc;
+      if (advsal_pair_score(u[seeds[a]], v[seeds[a]], u[seeds[b]], v[seeds[b]], &sc))
+        advsal_offer(&best, sc, idx[seeds[a]], idx[seeds[b]]);
+    }
+  if (best.p < 0) return m;
+  const double floor = best.score, du = U, dv = V;
+  std::int64_t kept = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    const double x = static_cast<double>(u[i]) + du, y = static_cast<double>(v[i]) + dv;
+    const double si = advsal_sigma(u[i], v[i]);
+    const bool keep = (x > 0.0) & (y > 0.0) & (x * y >= floor) &
+                      !advsal_prunable(si + sigma_max, advsal_abs(si) + advsal_abs(sigma_max), 0.0, 0.0, floor);
+    u[kept] = u[i];
+    v[kept] = v[i];
+    idx[kept] = idx[i];
+    kept += keep;
+  }
+  return kept;
+}
+
 // The Pareto-layer search: exact on any input; `best` may arrive seeded.
 void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                 Workspace& w, AdvsalBest& best) {
@@ -294,53 +425,41 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   // same with every origin point, and the lowest-indexed one gives the
   // smallest pair among them: the others can neither win nor win a tie.  On
   // MNIST about half the features have a zero gradient (the blank border).
+  // Chunk by chunk: one vectorizable loop flags the valid points (in the
+  // domain, finite, not at the origin), the first origin point is flagged
+  // too, and only the flagged ones are copied.
   bool origin_seen = false;
-  for (std::int64_t j = 0; j < n; ++j) {
-    float u, v;
-    advsal_uv(st[j], so[j], increase, &u, &v);
-    w.u[m0] = u;
-    w.v[m0] = v;
-    w.idx[m0] = j;
-    // Non-finite gradients are excluded from the domain (NaN breaks ordering).
-    const bool valid = (dom[j] != 0) & advsal_finite(u) & advsal_finite(v);
-    const bool origin = valid & (u == 0.0f) & (v == 0.0f);
-    m0 += valid & !(origin & origin_seen);
-    origin_seen |= origin;
-  }
-  // Pivots from a strided sample: any real points are valid pivots, and the
-  // maxima of ~8k samples already dominate nearly all of a typical cloud.
-  float bv[kW];
-  std::int32_t bi[kW] = {0};
-  for (int k = 0; k < kW; ++k) bv[k] = -FLT_MAX;
-  const std::int64_t stride = std::max<std::int64_t>(1, m0 / 8192);
-  // Runner-up of u + v as well: with duplicated maxima (integer-valued or
-  // all-zero gradients) every weighting picks the same point, and one pivot
-  // alone can never drop anything.
-  float bv2 = -FLT_MAX;
-  std::int32_t bi2 = -1;
-  for (std::int64_t i = 0; i < m0; i += stride) {
-    const float u = w.u[i], v = w.v[i];
-    const float sum = u + v;
-    if (sum > bv2 && !(sum > bv[2])) {
-      bv2 = sum;
-      bi2 = static_cast<std::int32_t>(i);
+  std::uint8_t flags[kChunk], origin[kChunk];
+  const float sign = increase ? 1.0f : -1.0f;
+  for (std::int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const std::int64_t len = std::min(kChunk, n - c0);
+    for (std::int64_t k = 0; k < len; ++k) {
+      const float u = sign * st[c0 + k] + 0.0f, v = -sign * so[c0 + k] + 0.0f;  // advsal_uv, branch-free
+      // Non-finite gradients are excluded from the domain (NaN breaks ordering).
+      const bool valid = (dom[c0 + k] != 0) & advsal_finite(u) & advsal_finite(v);
+      const bool at0 = (u == 0.0f) & (v == 0.0f);
+      flags[k] = valid & !at0;
+      origin[k] = valid & at0;
     }
-    for (int k = 0; k < kW; ++k) {
-      const float val = kWeights[k][0] * u + kWeights[k][1] * v;
-      if (val > bv[k]) {
-        if (k == 2) {
-          bv2 = bv[k];
-          bi2 = bi[k];
-        }
-        bv[k] = val;
-        bi[k] = static_cast<std::int32_t>(i);
-      }
+    if (!origin_seen) {
+      for_flagged(origin, len, [&](std::int64_t k) {
+        if (origin_seen) return;
+        flags[k] = 1;
+        origin_seen = true;
+      });
     }
+    for_flagged(flags, len, [&](std::int64_t k) {
+      advsal_uv(st[c0 + k], so[c0 + k], increase, &w.u[m0], &w.v[m0]);
+      w.idx[m0] = c0 + k;
+      ++m0;
+    });
   }
+  if (m0 > kBruteForceCandidates) m0 = bound_filter(w, m0, best);
   PROF("compact");
   if (m0 < 2) return;
+  const Pivots piv = pick_pivots(w, m0);
   if (m0 > kBruteForceCandidates) {
-    pivot_prefilter(w, m0, bi, bi2);
+    pivot_prefilter(w, m0, piv.bi, piv.bi2);
   } else {
     w.keep.resize(m0);
     for (std::int64_t i = 0; i < m0; ++i) w.keep[i] = static_cast<std::int32_t>(i);
@@ -432,7 +551,6 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
 // real-model, random and anti-correlated gradients alike.
 // Features are streamed in chunks: one vectorizable loop flags a chunk, then
 // the per-point work visits only the flagged features.
-constexpr std::int64_t kChunk = 512;
 // The outside pass gives up (the layers finish, seeded with the best pair so
 // far) after walking this many times |T| outside points while the final
 // bound is not secured (best <= sigma_out^2 so far).  Late in long JSMA runs
@@ -454,21 +572,6 @@ void chunk_flags(const float* st, const float* so, const std::uint8_t* dom, std:
     const double s = advsal_sigma(u, v);
     flags[k] = (dom[k] != 0) & advsal_finite(u) & advsal_finite(v) & (s >= lo) & (s < hi);
   }
-}
-
-// Calls fn(k) for every flagged k < len, eight flags per test.
-template <class Fn>
-inline void for_flagged(const std::uint8_t* flags, std::int64_t len, Fn&& fn) {
-  std::int64_t k = 0;
-  for (; k + 8 <= len; k += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, flags + k, sizeof word);
-    if (!word) continue;
-    for (int b = 0; b < 8; ++b)
-      if (flags[k + b]) fn(k + b);
-  }
-  for (; k < len; ++k)
-    if (flags[k]) fn(k);
 }
 
 // How the last row this thread solved was settled (tests check that each path is exercised).

@@ -403,3 +403,24 @@ def test_zero_gradient_points_keep_exact_pairs_and_ties(backend: str) -> None:
         want = best_pairs_reference(st, so, dom, increase=increase)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("increase", [True, False])
+def test_point_whose_bound_equals_the_seed_score_still_wins_the_tie(backend: str, increase: bool) -> None:
+    """The native layers drop points whose partner-free bound (u + max u)(v + max v) is below the
+    score of a pair seeded from the highest-sigma points.  Here the seed pair (Q, X) = (1, 2) already
+    has the best score 2.25, and the pair (Z, Q) = (0, 1) ties it; Z is outside the seed (16 points
+    have a larger sigma) and its bound equals 2.25 exactly, so only a non-strict bound keeps the
+    smaller tied pair.  Values are dyadic: every sum and product is exact."""
+    u = [0.5, 1.0, 0.125] + [0.75] * 15 + [-0.5] * 60  # Z, Q, X, 15 C's, fillers
+    v = [0.5, 1.0, 1.0] + [0.25 + k / 1024 for k in range(1, 16)] + [-0.25] * 60
+    u, v = np.array([u], np.float32), np.array([v], np.float32)
+    sign = 1.0 if increase else -1.0
+    st, so = sign * u, -sign * v  # u = sign * target gradient, v = -sign * other gradient
+    dom = np.ones_like(st, dtype=bool)
+    p, q, score = ps.best_pairs(st, so, dom, increase=increase, backend=backend)
+    assert (int(p[0]), int(q[0]), float(score[0])) == (0, 1, 2.25)
+    want = best_pairs_reference(st, so, dom, increase=increase)
+    for a, b in zip((p, q, score), want):
+        np.testing.assert_array_equal(a, b)
