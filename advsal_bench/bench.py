@@ -183,25 +183,36 @@ def workloads(
 
 
 def measure(work: Workload, *, repeats: int = 5) -> dict[str, Any]:
-    """Median seconds over ``repeats`` runs after one warm-up (tracing) run."""
+    """Median seconds over ``repeats`` runs after one warm-up (tracing) run of each side.
 
-    def median_time(fn: Callable[[], Any]) -> tuple[float, Any]:
-        last = fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            last = fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), last
+    Harness and minimal loop take turns, so a slow spell of a shared machine
+    (other jobs, frequency changes) lands on both sides of the ratio instead
+    of on whichever side happened to be timing then.
+    """
 
-    t_h, result = median_time(work.harness)
-    row: dict[str, Any] = {"stage": work.stage, "batch": work.batch, "images_per_second": work.n / t_h, "ratio": None}
+    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t0, out
+
+    result = work.harness()
     if work.minimal is not None:
-        t_m, _ = median_time(work.minimal)
-        row["ratio"] = t_h / t_m
+        work.minimal()
+    t_hs, t_ms, shares = [], [], []
+    for _ in range(repeats):
+        t, result = timed(work.harness)
+        t_hs.append(t)
+        if work.stage == "jsma":
+            total = result.seconds_jacobian + result.seconds_pairsearch
+            shares.append(result.seconds_pairsearch / total if total else 0.0)
+        if work.minimal is not None:
+            t_ms.append(timed(work.minimal)[0])
+    t_h = statistics.median(t_hs)
+    row: dict[str, Any] = {"stage": work.stage, "batch": work.batch, "images_per_second": work.n / t_h, "ratio": None}
+    if t_ms:
+        row["ratio"] = t_h / statistics.median(t_ms)
     if work.stage == "jsma":
-        total = result.seconds_jacobian + result.seconds_pairsearch
-        row["pairsearch_share"] = result.seconds_pairsearch / total if total else 0.0
+        row["pairsearch_share"] = statistics.median(shares)  # of the timed runs, like the time
         row["iterations"] = result.iterations
     return row
 
