@@ -416,6 +416,16 @@ def run_batched(
             if progress:
                 progress(len(batch[0]))
     else:
+        # A last batch with fewer images than replicas leaves a replica an empty shard, and
+        # gradients through oneDNN kernels (TF's default on AVX-512 CPUs) fail on empty inputs
+        # ("ReluGrad must have the same size and shape. Input 0: [0,6,6,4] != input 1: [0,8,8,1]",
+        # TF 2.21).  Repeating the last image until n is a multiple of the replicas gives every
+        # replica of every batch at least one image; the copies' outputs are dropped below.
+        # Every function run here maps each image on its own (attacks, saliency, scores), so the
+        # copies change nothing else.
+        pad = -n % replicas
+        if pad:
+            inputs = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in inputs]
         ds = tf.data.Dataset.from_tensor_slices(tuple(inputs)).batch(global_batch)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -426,10 +436,11 @@ def run_batched(
             gathered = [strategy.gather(r, axis=0).numpy() for r in res]
             outputs.append(gathered)
             if progress:
-                progress(len(gathered[0]))
+                done = sum(len(o[0]) for o in outputs)
+                progress(len(gathered[0]) - max(0, done - n))  # the padding copies are not images
     if not outputs:
         return []
-    return [np.concatenate([o[i] for o in outputs], axis=0) for i in range(len(outputs[0]))]
+    return [np.concatenate([o[i] for o in outputs], axis=0)[:n] for i in range(len(outputs[0]))]
 
 
 @functools.lru_cache(maxsize=128)
