@@ -410,7 +410,7 @@ def test_zero_gradient_points_keep_exact_pairs_and_ties(backend: str) -> None:
 def test_point_whose_bound_equals_the_seed_score_still_wins_the_tie(backend: str, increase: bool) -> None:
     """The native layers drop points whose partner-free bound (u + max u)(v + max v) is below the
     score of a pair seeded from the highest-sigma points.  Here the seed pair (Q, X) = (1, 2) already
-    has the best score 2.25, and the pair (Z, Q) = (0, 1) ties it; Z is outside the seed (16 points
+    has the best score 2.25, and the pair (Z, Q) = (0, 1) ties it; Z is outside the seed (17 points
     have a larger sigma) and its bound equals 2.25 exactly, so only a non-strict bound keeps the
     smaller tied pair.  Values are dyadic: every sum and product is exact."""
     u = [0.5, 1.0, 0.125] + [0.75] * 15 + [-0.5] * 60  # Z, Q, X, 15 C's, fillers
