@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cfloat>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -228,6 +229,22 @@ void sweep_order(Workspace& w) {
   }
 }
 
+// Keeps the K largest keys pushed so far, descending, with their positions:
+// insertion into a tiny sorted array (most pushes fail the first compare).
+template <std::size_t K, class Pos>
+inline void push_top(double (&key)[K], Pos (&pos)[K], int& n, double s, Pos at) {
+  constexpr int k = static_cast<int>(K);
+  if (n == k && !(s > key[k - 1])) return;
+  int i = n < k ? n++ : n - 1;
+  while (i > 0 && key[i - 1] < s) {
+    key[i] = key[i - 1];
+    pos[i] = pos[i - 1];
+    --i;
+  }
+  key[i] = s;
+  pos[i] = at;
+}
+
 // Exact best pair among m points sorted by delta ascending (dl), merged into
 // `best` (which may already hold a pair found elsewhere: it only prunes more).
 void search_sorted(const double* dl, const float* cu, const float* cv, const advsal_i64* ci, std::int64_t m,
@@ -251,15 +268,7 @@ void search_sorted(const double* dl, const float* cu, const float* cv, const adv
     if (k > 0 && dl[k] < dl[k - 1]) throw std::logic_error("jsma_pairs: candidates not sorted by delta (internal error)");
     const double sk = sigma(k);
     sigma_max = std::max(sigma_max, sk);
-    if (nw == kWarmup && !(sk > wsig[nw - 1])) continue;
-    int pos = nw < kWarmup ? nw++ : nw - 1;
-    while (pos > 0 && wsig[pos - 1] < sk) {
-      warm[pos] = warm[pos - 1];
-      wsig[pos] = wsig[pos - 1];
-      --pos;
-    }
-    warm[pos] = k;
-    wsig[pos] = sk;
+    push_top(wsig, warm, nw, sk, k);
   }
   // Warm-up on the highest-sigma candidates seeds a strong best score.
   for (int r = 0; r < nw; ++r) {
@@ -371,16 +380,7 @@ std::int64_t bound_filter(Workspace& w, std::int64_t m, AdvsalBest& best) {
       V = v[i];
       iv = static_cast<std::int32_t>(i);
     }
-    const double si = advsal_sigma(u[i], v[i]);
-    if (nw == kSeed && !(si > wsig[kSeed - 1])) continue;
-    int pos = nw < kSeed ? nw++ : nw - 1;
-    while (pos > 0 && wsig[pos - 1] < si) {
-      wsig[pos] = wsig[pos - 1];
-      wpos[pos] = wpos[pos - 1];
-      --pos;
-    }
-    wsig[pos] = si;
-    wpos[pos] = static_cast<std::int32_t>(i);
+    push_top(wsig, wpos, nw, advsal_sigma(u[i], v[i]), static_cast<std::int32_t>(i));
   }
   const double sigma_max = wsig[0];
   std::int32_t seeds[kSeed + 2];
