@@ -430,14 +430,16 @@ def run_batched(
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         ds = ds.with_options(options)
+        done = 0
         for batch in strategy.experimental_distribute_dataset(ds):
             res = step(*batch, *consts)
             res = res if isinstance(res, (tuple, list)) else (res,)
             gathered = [strategy.gather(r, axis=0).numpy() for r in res]
             outputs.append(gathered)
             if progress:
-                done = sum(len(o[0]) for o in outputs)
-                progress(len(gathered[0]) - max(0, done - n))  # the padding copies are not images
+                real = min(len(gathered[0]), n - done)  # the padding copies are not images
+                done += real
+                progress(real)
     if not outputs:
         return []
     return [np.concatenate([o[i] for o in outputs], axis=0)[:n] for i in range(len(outputs[0]))]
