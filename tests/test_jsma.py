@@ -107,3 +107,31 @@ def test_argument_errors(mnist_cnn) -> None:
         jsma(model, x[:2], target=12)
     with pytest.raises(ValueError, match=r"y: expected shape \(2,\), got \(3,\)"):
         jsma(model, x[:2], y=np.zeros(3, int))
+
+
+def test_step_counts_match_the_features_changed() -> None:
+    """Each step changes two features still in the domain; with theta small enough that nothing
+    is clipped, the changed features are exactly 2 x the step count of each image, whatever
+    stopped it: on target from the start (image 0), no domain at all (image 7), on target later,
+    or the budget."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    x = np.random.default_rng(3).random((8, 8, 8, 1), dtype=np.float32) * 0.5
+    x[7] = 1.0  # increase mode: every feature at clip_max, nothing to search
+    logits = model(x).numpy()
+    pred, runner_up = np.argmax(logits, axis=1), np.argsort(logits, axis=1)[:, -2]
+    y = (runner_up - 1) % 10  # target 'next' = the runner-up class: some images reach it early
+    y[0] = (pred[0] - 1) % 10  # target 'next' = its current prediction: done before any step
+    res = jsma(model, x, y=y, target="next", theta=0.5, gamma=0.2)
+    n, budget = 64, 6
+    changed = (res.x_adv != x).reshape(8, -1).sum(axis=1)
+    np.testing.assert_array_equal(changed, np.round(res.changed_fraction * n).astype(int))
+    steps = changed // 2
+    assert steps[0] == 0 and res.success[0]
+    assert steps[7] == 0 and not res.success[7]
+    assert res.iterations == steps.max() <= budget
+    assert ((steps == budget) | res.success)[:7].all(), (steps, res.success)
+    assert 0 < steps[1:7].min() and (steps[1:7] < budget).any() and (steps[1:7] == budget).any(), steps
+    alone = jsma(model, x[:1], y=y[:1], target="next", theta=0.5, gamma=0.2)  # every image done at once
+    assert alone.changed_fraction[0] == 0.0 and alone.iterations == 0 and alone.success[0]

@@ -257,6 +257,13 @@ def _large_case(rng: np.random.Generator, kind: str, b: int, n: int):
         st, so = rng.integers(-3, 4, (b, n)).astype(float), rng.integers(-3, 4, (b, n)).astype(float)
     elif kind == "equal":  # all points identical
         st, so = np.ones((b, n)), -np.ones((b, n))
+    elif kind == "two_bands":  # two bands on u + v = sigma, far apart in u, the high-sigma band alone
+        # inadmissible: the best pair mixes the bands at S far below 2 x the top sigma, the top-sigma
+        # bound fails and its outside pass gives up.
+        right = rng.random((b, n)) < 0.5
+        t = np.where(right, rng.uniform(10, 20, (b, n)), rng.uniform(-20, -10, (b, n)))
+        sig = np.where(right, rng.uniform(1.0, 1.5, (b, n)), rng.uniform(0.0, 0.5, (b, n)))
+        st, so = t, t - sig  # u = t, v = sig - t
     else:  # "outlier": one huge point stretches the delta range
         st = rng.normal(size=(b, n))
         so = st + 1e-6 * rng.normal(size=(b, n))
@@ -273,7 +280,7 @@ def _native_min_top_sigma() -> int:
     return int(ps._native._ext.top_sigma_min_features)
 
 
-@pytest.mark.parametrize("kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "outlier"])
+@pytest.mark.parametrize("kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "two_bands", "outlier"])
 def test_native_top_sigma_matches_reference(kind: str) -> None:
     n = _native_min_top_sigma() + 111
     rng = np.random.default_rng(sum(map(ord, kind)))  # str hash() is salted per process
@@ -285,7 +292,9 @@ def test_native_top_sigma_matches_reference(kind: str) -> None:
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "ties", "equal", "outlier"])
+@pytest.mark.parametrize(
+    "kind", ["anti", "model", "circle", "line", "tiny", "anti_ties", "two_bands", "ties", "equal", "outlier"]
+)
 def test_native_top_sigma_matches_numpy(kind: str) -> None:
     n0 = _native_min_top_sigma()
     rng = np.random.default_rng(17 + len(kind))
@@ -340,8 +349,9 @@ def test_native_top_sigma_one_sided_top_with_outlier() -> None:
 
 def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
     """Rows from late in a long JSMA run at 224x224x3 (one image, target out of reach): the top of
-    the sigma range is eaten by earlier steps, the outside pass of the top-sigma search gives up and
-    the layers finish, seeded. Each row must still give exactly the numpy backend's pair."""
+    the sigma range is eaten by earlier steps (where the top-sigma search used to give up); the
+    corners of a sample drop nearly every point before the layers. Each row must still give exactly
+    the numpy backend's pair."""
     _native_min_top_sigma()
     import keras
     import tensorflow as tf
@@ -377,7 +387,7 @@ def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
         want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
-    assert "layers_after_give_up" in paths, paths
+    assert set(paths) == {"corner_layers"}, paths
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
@@ -407,12 +417,12 @@ def test_zero_gradient_points_keep_exact_pairs_and_ties(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("increase", [True, False])
-def test_point_whose_bound_equals_the_seed_score_still_wins_the_tie(backend: str, increase: bool) -> None:
-    """The native layers drop points whose partner-free bound (u + max u)(v + max v) is below the
-    score of a pair seeded from the highest-sigma points.  Here the seed pair (Q, X) = (1, 2) already
-    has the best score 2.25, and the pair (Z, Q) = (0, 1) ties it; Z is outside the seed (17 points
-    have a larger sigma) and its bound equals 2.25 exactly, so only a non-strict bound keeps the
-    smaller tied pair.  Values are dyadic: every sum and product is exact."""
+def test_point_below_only_one_other_still_wins_the_tie(backend: str, increase: bool) -> None:
+    """The native filters drop points strictly below two others.  Here (Q, X) = (1, 2) has the best
+    score 2.25 and (Z, Q) = (0, 1) ties it; Z is strictly below Q only (the C's have a larger u but
+    a smaller v, X a larger v but a smaller u, 17 points have a larger sigma), so only a filter that
+    is strict on both coordinates, and counts two distinct dominators, keeps the smaller tied pair.
+    Values are dyadic: every sum and product is exact."""
     u = [0.5, 1.0, 0.125] + [0.75] * 15 + [-0.5] * 60  # Z, Q, X, 15 C's, fillers
     v = [0.5, 1.0, 1.0] + [0.25 + k / 1024 for k in range(1, 16)] + [-0.25] * 60
     u, v = np.array([u], np.float32), np.array([v], np.float32)
@@ -424,3 +434,95 @@ def test_point_whose_bound_equals_the_seed_score_still_wins_the_tie(backend: str
     want = best_pairs_reference(st, so, dom, increase=increase)
     for a, b in zip((p, q, score), want):
         np.testing.assert_array_equal(a, b)
+
+
+# Each way the native search settles a row, with an input that takes it there.
+_PATH_CASES = [
+    ("model", "long", "corner_layers"),  # uncorrelated, heavy-tailed: the corners drop nearly all
+    ("model", 784, "corner_layers"),  # MNIST-sized rows take the corners too
+    ("anti", "long", "top_sigma"),  # every point near the front: corners useless, the bound holds
+    ("equal", "long", "layers_after_top_sigma"),  # T floods with tied sigmas: declined
+    ("two_bands", "long", "layers_after_give_up"),  # the outside pass gives up
+    ("anti", 3000, "layers"),  # short, near the front: pivots and the sort
+    ("model", 300, "layers"),  # too short for a sample
+]
+
+
+@pytest.mark.parametrize("kind, n, path", _PATH_CASES)
+def test_native_each_row_path_is_taken_and_exact(kind: str, n, path: str) -> None:
+    n0 = _native_min_top_sigma()
+    n = 3 * n0 + 3 if n == "long" else n
+    rng = np.random.default_rng(len(kind) * 7 + 1)
+    st, so, dom = _large_case(rng, kind, 1, n)
+    for increase in (True, False):
+        if not increase:  # the same (u, v) points
+            st, so = -st, -so
+        got = ps.best_pairs(st, so, dom, increase=increase, backend="native", threads=1)
+        assert ps._native._ext.last_path() == path
+        want = ps.best_pairs(st, so, dom, increase=increase, backend="numpy")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def _filter_case(rng: np.random.Generator, kind: str, n: int):
+    """Rows that probe the strictness of the corner and bucket filters: equal u across bucket
+    edges, tied v, duplicated points, one outlier u that makes every bucket but one empty, and
+    most points at the origin."""
+    u, v = rng.normal(size=n), rng.normal(size=n)
+    if kind == "int_u":  # many points share a u; ties between buckets
+        u = rng.integers(-8, 9, n).astype(float)
+    elif kind == "int_uv":  # duplicated points: dominated only by copies (not strictly)
+        u, v = rng.integers(-4, 5, n).astype(float), rng.integers(-4, 5, n).astype(float)
+    elif kind == "outlier_u":  # one point far right: all others share bucket 0
+        u[rng.integers(n)] = 1e6
+    elif kind == "outlier_uv":  # one point dominating all: every other point is below it once
+        k = rng.integers(n)
+        u[k], v[k] = 50.0, 50.0
+    elif kind == "origin":
+        zero = rng.random(n) < 0.7
+        u[zero], v[zero] = 0.0, 0.0
+    elif kind == "stairs":  # points exactly on the sample's staircase corners
+        u, v = np.round(u, 1), np.round(v, 1)
+    return u.astype(np.float32), (-v).astype(np.float32)  # st = u, so = -v (increase=True)
+
+
+@pytest.mark.parametrize("kind", ["normal", "int_u", "int_uv", "outlier_u", "outlier_uv", "origin", "stairs"])
+def test_native_filters_keep_exact_pairs_and_ties(kind: str) -> None:
+    """Short and long rows (the corner path from 512 features, the bucket filter past 48 valid
+    points) against the reference (short) and the numpy backend (long), smallest pair on ties."""
+    n0 = _native_min_top_sigma()
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    for n in (60, 511, 700, 1500, 4000, n0 + 333):
+        st, so = _filter_case(rng, kind, n)
+        st, so = st[None], so[None]
+        dom = rng.random(st.shape) < 0.9
+        want_fn = best_pairs_reference if n <= 1500 else (
+            lambda a, b, c, increase: ps.best_pairs(a, b, c, increase=increase, backend="numpy"))
+        for increase in (True, False):
+            sst, sso = (st, so) if increase else (-st, -so)
+            got = ps.best_pairs(sst, sso, dom, increase=increase, backend="native", threads=1)
+            want = want_fn(sst, sso, dom, increase=increase)
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n", [63, 64, 65, 511, 513, 1000, 8192 + 37])
+def test_native_pairs_in_a_partial_block_of_flags_are_found(n: int) -> None:
+    """The native search visits flagged features 64 at a time, the rest one by one: lengths off
+    that block (and off the 512-feature chunk) with the only admissible pair in the tail."""
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(n)
+    u = -np.abs(rng.normal(size=n)) - 3.0  # u < -3 everywhere: no pair is admissible...
+    v = rng.normal(size=n)
+    for p, q in ((n - 2, n - 1), (0, n - 1), (n // 2, n - 1)):
+        uu, vv = u.copy(), v.copy()
+        uu[p], uu[q] = 2.0, 1.0  # ...except (p, q) itself
+        vv[p], vv[q] = 0.5, 0.75
+        st, so = uu[None].astype(np.float32), (-vv)[None].astype(np.float32)
+        dom = np.ones_like(st, dtype=bool)
+        got = ps.best_pairs(st, so, dom, backend="native", threads=1)
+        want = ps.best_pairs(st, so, dom, backend="numpy")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        assert (int(got[0][0]), int(got[1][0])) == (p, q)
