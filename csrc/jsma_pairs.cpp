@@ -88,7 +88,14 @@ constexpr std::int64_t kParallelMinWork = 1 << 16;
 // at n = 12,288: a team only pays when every thread gets milliseconds of work.
 constexpr std::int64_t kParallelMinWorkAuto = 1 << 22;
 
+// How a row was settled (tests check that each path is exercised).
+enum class RowPath { kNone, kTopSigma, kLayersAfterTopSigma, kLayersAfterGiveUp, kLayers, kCornerLayers };
+
 struct Workspace {
+  // The last row this workspace solved (a member, not a thread_local of its
+  // own: in a shared library each thread_local access is a call).
+  RowPath last_path = RowPath::kNone;
+  bool gave_up = false;
   std::vector<float> u, v;             // compacted domain, ascending index
   std::vector<std::int64_t> idx;
   std::vector<std::int32_t> keep;      // prefilter survivors, then sweep order
@@ -117,8 +124,8 @@ struct Workspace {
   std::vector<float> gu, gv;
   std::vector<advsal_i64> gi;
   std::vector<std::uint64_t> near;
-  // corner filter
-  std::vector<std::pair<float, float>> cpts, ccand;
+  // corner filter: the sample
+  std::vector<float> cu_s, cv_s;
   // bucket filter: per bucket of u, the two largest v
   std::vector<float> bm1, bm2, bthr;
 };
@@ -462,69 +469,80 @@ struct Corners {
   double kept_share = 1.0;         // share of the sample not below any corner
 };
 
-inline bool below_corners(const Corners& c, float u, float v) {
-  bool below = false;
-  for (int k = 0; k < kCorners; ++k) below |= (u < c.a[k]) & (v <= c.b[k]);
-  return below;
-}
-
 Corners sample_corners(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                        Workspace& w) {
   Corners c;
   std::fill(c.a, c.a + kCorners, -FLT_MAX);
   std::fill(c.b, c.b + kCorners, -FLT_MAX);
-  auto& pts = w.cpts;
-  pts.clear();
   const std::int64_t stride = std::max<std::int64_t>(kCornerMinStride, n / kCornerSample);
-  for (std::int64_t j = 0; j < n; j += stride) {
-    float u, v;
-    advsal_uv(st[j], so[j], increase, &u, &v);
-    if ((dom[j] != 0) & advsal_finite(u) & advsal_finite(v)) pts.push_back({u, v});
+  const std::int64_t cap = (n + stride - 1) / stride;
+  if (static_cast<std::int64_t>(w.cu_s.size()) < cap) {
+    w.cu_s.resize(cap);
+    w.cv_s.resize(cap);
   }
-  const std::int64_t ns = static_cast<std::int64_t>(pts.size());
+  float* su = w.cu_s.data();
+  float* sv = w.cv_s.data();
+  std::int64_t ns = 0;
+  for (std::int64_t j = 0; j < n; j += stride) {
+    const float u = increase ? st[j] + 0.0f : -st[j] + 0.0f, v = increase ? -so[j] + 0.0f : so[j] + 0.0f;
+    su[ns] = u;
+    sv[ns] = v;
+    ns += (dom[j] != 0) & advsal_finite(u) & advsal_finite(v);
+  }
   if (ns < 64) return c;  // sparse domain: the layers are cheap anyway
   // The staircase from buckets of u: going down from the highest bucket,
   // h = second largest v among the buckets so far, paired with the smallest
   // u of the bucket just added (every point counted has u >= it).  h only
-  // grows going down; a corner is new where it grows.
-  float lo = pts[0].first, hi = pts[0].first;
-  for (const auto& p : pts) {
-    lo = std::min(lo, p.first);
-    hi = std::max(hi, p.first);
+  // grows going down; a corner is new where it grows.  ~4 points a bucket:
+  // finer buckets only add steps, and only kCorners of them are kept.
+  float lo = su[0], hi = su[0];
+  for (std::int64_t i = 1; i < ns; ++i) {
+    lo = std::min(lo, su[i]);
+    hi = std::max(hi, su[i]);
   }
   const float width = hi - lo;
   if (!(width > 0.0f) || !std::isfinite(width)) return c;
-  constexpr int kb = kCornerBuckets;
+  const int kb = static_cast<int>(std::min<std::int64_t>(kCornerBuckets, ns / 4));
   const float scale = static_cast<float>(kb) / width * (1.0f - 4.0f * FLT_EPSILON);
-  float m1[kb], m2[kb], umin[kb];
+  float m1[kCornerBuckets], m2[kCornerBuckets], umin[kCornerBuckets];
   std::fill(m1, m1 + kb, -INFINITY);
   std::fill(m2, m2 + kb, -INFINITY);
   std::fill(umin, umin + kb, INFINITY);
-  for (const auto& p : pts) {
-    const int b = std::min(kb - 1, static_cast<int>((p.first - lo) * scale));
-    const float a = m1[b];
-    m2[b] = std::max(m2[b], std::min(a, p.second));
-    m1[b] = std::max(a, p.second);
-    umin[b] = std::min(umin[b], p.first);
+  for (std::int64_t i = 0; i < ns; ++i) {
+    const int b = std::min(kb - 1, static_cast<int>((su[i] - lo) * scale));
+    const float a = m1[b], v = sv[i];
+    m2[b] = std::max(m2[b], std::min(a, v));
+    m1[b] = std::max(a, v);
+    umin[b] = std::min(umin[b], su[i]);
   }
-  std::vector<std::pair<float, float>>& all = w.ccand;
-  all.clear();
+  float ga[kCornerBuckets], gb[kCornerBuckets];
+  int nc = 0;
   float r1 = -INFINITY, r2 = -INFINITY;
   for (int b = kb - 1; b >= 0; --b) {
     if (umin[b] == INFINITY) continue;  // empty
     r2 = std::max(std::min(r1, m1[b]), std::max(r2, m2[b]));
     r1 = std::max(r1, m1[b]);
-    if (r2 > -INFINITY && (all.empty() || r2 > all.back().second)) all.push_back({umin[b], r2});
+    if (r2 > -INFINITY && (nc == 0 || r2 > gb[nc - 1])) {
+      ga[nc] = umin[b];
+      gb[nc] = r2;
+      ++nc;
+    }
   }
-  const int nc = static_cast<int>(all.size());
   for (int k = 0; k < std::min(nc, kCorners); ++k) {
     // Evenly spread over the staircase when it has more steps than slots.
     const int at = nc <= kCorners ? k : static_cast<int>((static_cast<std::int64_t>(k) * (nc - 1)) / (kCorners - 1));
-    c.a[k] = all[at].first;
-    c.b[k] = all[at].second;
+    c.a[k] = ga[at];
+    c.b[k] = gb[at];
   }
+  float ca[kCorners], cb[kCorners];  // locals, so that the loop vectorizes
+  std::copy(c.a, c.a + kCorners, ca);
+  std::copy(c.b, c.b + kCorners, cb);
   std::int64_t kept = 0;
-  for (const auto& p : pts) kept += !below_corners(c, p.first, p.second);
+  for (std::int64_t i = 0; i < ns; ++i) {
+    bool below = false;
+    for (int k = 0; k < kCorners; ++k) below |= (su[i] < ca[k]) & (sv[i] <= cb[k]);
+    kept += !below;
+  }
   c.kept_share = static_cast<double>(kept) / static_cast<double>(ns);
   return c;
 }
@@ -597,11 +615,10 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
       }
     }
     if (!origin_seen) {
-      for_flagged(origin, len, [&](std::int64_t k) {
-        if (origin_seen) return;
-        flags[k] = 1;
+      if (const void* hit = std::memchr(origin, 1, static_cast<std::size_t>(std::max<std::int64_t>(len, 0)))) {
+        flags[static_cast<const std::uint8_t*>(hit) - origin] = 1;
         origin_seen = true;
-      });
+      }
     }
     for_flagged(flags, len, [&](std::int64_t k) {
       advsal_uv(st[c0 + k], so[c0 + k], increase, &w.u[m0], &w.v[m0]);
@@ -733,13 +750,10 @@ void chunk_flags(const float* st, const float* so, const std::uint8_t* dom, std:
   }
 }
 
-// How the last row this thread solved was settled (tests check that each path is exercised).
-enum class RowPath { kNone, kTopSigma, kLayersAfterTopSigma, kLayersAfterGiveUp, kLayers, kCornerLayers };
-thread_local RowPath last_path = RowPath::kNone;
-thread_local bool gave_up = false;
+Workspace& thread_workspace();
 
 const char* last_path_name() {
-  switch (last_path) {
+  switch (thread_workspace().last_path) {
     case RowPath::kTopSigma: return "top_sigma";
     case RowPath::kLayersAfterTopSigma: return "layers_after_top_sigma";
     case RowPath::kLayersAfterGiveUp: return "layers_after_give_up";
@@ -898,7 +912,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
       if (!use_near && visited > budget &&
           !advsal_prunable(2.0 * sigma_out, 2.0 * advsal_abs(sigma_out), 0.0, 0.0, best.score)) {
         PROF("outside x top (gave up)");
-        gave_up = true;
+        w.gave_up = true;
         return false;
       }
       const std::int64_t len = std::min(kChunk, n - j0);
@@ -942,7 +956,7 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
 
 AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                      Workspace& w) {
-  gave_up = false;
+  w.gave_up = false;
   AdvsalBest best;
   advsal_best_reset(&best);
   if (n < kTopMinN) {
@@ -951,23 +965,23 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
     if (n >= kCornerMinN) {
       const Corners corners = sample_corners(st, so, dom, n, increase, w);
       if (corners.kept_share <= kCornerMaxShareShort) {
-        last_path = RowPath::kCornerLayers;
+        w.last_path = RowPath::kCornerLayers;
         layers_row(st, so, dom, n, increase, w, best, &corners);
         return best;
       }
     }
-    last_path = RowPath::kLayers;
+    w.last_path = RowPath::kLayers;
     layers_row(st, so, dom, n, increase, w, best, nullptr);
     return best;
   }
   const Corners corners = sample_corners(st, so, dom, n, increase, w);
   if (corners.kept_share <= kCornerMaxShare) {
-    last_path = RowPath::kCornerLayers;
+    w.last_path = RowPath::kCornerLayers;
   } else if (top_sigma_row(st, so, dom, n, increase, w, best)) {
-    last_path = RowPath::kTopSigma;
+    w.last_path = RowPath::kTopSigma;
     return best;
   } else {
-    last_path = gave_up ? RowPath::kLayersAfterGiveUp : RowPath::kLayersAfterTopSigma;
+    w.last_path = w.gave_up ? RowPath::kLayersAfterGiveUp : RowPath::kLayersAfterTopSigma;
   }
 #ifdef ADVSAL_PROFILE
   std::fprintf(stderr, "path %s (seeded: %d, corner share %.4f)\n", last_path_name(), best.p >= 0 ? 1 : 0,
@@ -975,7 +989,7 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
 #endif
   // Weak corners (the fallbacks) would cost a pass and leave the bucket
   // filter and the pivots to do the dropping anyway.
-  layers_row(st, so, dom, n, increase, w, best, last_path == RowPath::kCornerLayers ? &corners : nullptr);
+  layers_row(st, so, dom, n, increase, w, best, w.last_path == RowPath::kCornerLayers ? &corners : nullptr);
   return best;
 }
 
@@ -994,33 +1008,13 @@ std::string shape_str(const py::buffer_info& b) {
   return s + (b.shape.size() == 1 ? ",)" : ")");
 }
 
-py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, int threads) {
-  const auto bt = target_grad.request(), bo = other_grad.request(), bd = domain.request();
-  if (bt.ndim != 2) throw py::value_error("target_grad: expected a 2-D array [B, n], got shape " + shape_str(bt));
-  if (bo.shape != bt.shape)
-    throw py::value_error("other_grad: expected shape " + shape_str(bt) + ", got " + shape_str(bo));
-  if (bd.shape != bt.shape)
-    throw py::value_error("domain: expected shape " + shape_str(bt) + ", got " + shape_str(bd));
-  if (threads < 0) throw py::value_error("threads: expected >= 0 (0 = OpenMP default), got " + std::to_string(threads));
-  const std::int64_t B = bt.shape[0], n = bt.shape[1];
-  if (n > INT32_MAX) throw py::value_error("n: expected at most 2**31-1 features, got " + std::to_string(n));
-  py::array_t<std::int64_t> p(B), q(B);
-  py::array_t<double> score(B);
-  const float* st = static_cast<const float*>(bt.ptr);
-  const float* so = static_cast<const float*>(bo.ptr);
-  const std::uint8_t* dm = static_cast<const std::uint8_t*>(bd.ptr);
-  std::int64_t* pp = p.mutable_data();
-  std::int64_t* qq = q.mutable_data();
-  double* ss = score.mutable_data();
+// Runs fn(b, workspace) for b < B, over an OpenMP team when the batch is big
+// enough; the first exception thrown is rethrown after the loop.
+template <class Fn>
+void for_rows(std::int64_t B, std::int64_t n, int threads, const Fn& fn) {
   std::string error;
   {
     py::gil_scoped_release release;
-    const auto run = [&](std::int64_t b, Workspace& w) {
-      const AdvsalBest r = solve_row(st + b * n, so + b * n, dm + b * n, n, increase, w);
-      pp[b] = r.p;
-      qq[b] = r.q;
-      ss[b] = r.score;
-    };
 #ifdef _OPENMP
     const int nt = threads > 0 ? threads : omp_get_max_threads();
     // Small batches stay serial: waking a team costs more than it saves,
@@ -1032,7 +1026,7 @@ py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, 
 #pragma omp for schedule(dynamic, 1)
         for (std::int64_t b = 0; b < B; ++b) {
           try {
-            run(b, w);
+            fn(b, w);
           } catch (const std::exception& e) {
 #pragma omp critical
             error = e.what();
@@ -1044,14 +1038,116 @@ py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, 
     {
       Workspace& w = thread_workspace();
       try {
-        for (std::int64_t b = 0; b < B; ++b) run(b, w);
+        for (std::int64_t b = 0; b < B; ++b) fn(b, w);
       } catch (const std::exception& e) {
         error = e.what();
       }
     }
   }
   if (!error.empty()) throw std::runtime_error(error);
+}
+
+void check_threads(int threads) {
+  if (threads < 0) throw py::value_error("threads: expected >= 0 (0 = OpenMP default), got " + std::to_string(threads));
+}
+
+py::tuple best_pairs(F32 target_grad, F32 other_grad, U8 domain, bool increase, int threads) {
+  const auto bt = target_grad.request(), bo = other_grad.request(), bd = domain.request();
+  if (bt.ndim != 2) throw py::value_error("target_grad: expected a 2-D array [B, n], got shape " + shape_str(bt));
+  if (bo.shape != bt.shape)
+    throw py::value_error("other_grad: expected shape " + shape_str(bt) + ", got " + shape_str(bo));
+  if (bd.shape != bt.shape)
+    throw py::value_error("domain: expected shape " + shape_str(bt) + ", got " + shape_str(bd));
+  check_threads(threads);
+  const std::int64_t B = bt.shape[0], n = bt.shape[1];
+  if (n > INT32_MAX) throw py::value_error("n: expected at most 2**31-1 features, got " + std::to_string(n));
+  py::array_t<std::int64_t> p(B), q(B);
+  py::array_t<double> score(B);
+  const float* st = static_cast<const float*>(bt.ptr);
+  const float* so = static_cast<const float*>(bo.ptr);
+  const std::uint8_t* dm = static_cast<const std::uint8_t*>(bd.ptr);
+  std::int64_t* pp = p.mutable_data();
+  std::int64_t* qq = q.mutable_data();
+  double* ss = score.mutable_data();
+  for_rows(B, n, threads, [&](std::int64_t b, Workspace& w) {
+    const AdvsalBest r = solve_row(st + b * n, so + b * n, dm + b * n, n, increase, w);
+    pp[b] = r.p;
+    qq[b] = r.q;
+    ss[b] = r.score;
+  });
   return py::make_tuple(p, q, score);
+}
+
+// A writable C-contiguous 2-D array of the given dtype kind and item size.
+void check_inplace(const py::array& a, const char* name, char kind, py::ssize_t itemsize, const char* what) {
+  if (a.ndim() != 2 || a.dtype().kind() != kind || a.itemsize() != itemsize || !a.writeable() ||
+      !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a writable C-contiguous " + what + " array [B, n], got " +
+                          std::string(py::str(a.dtype())) + " with " + std::to_string(a.ndim()) + " dims" +
+                          (a.writeable() ? "" : ", read-only") + ((a.flags() & py::array::c_style) ? "" : ", strided"));
+}
+
+// One JSMA iteration's host work, in place, for the active images rows[k]:
+// a row whose image is done (done[k]) or has no admissible pair takes no
+// step; every other row gets the best pair of (st[k], so[k]) over the domain
+// of image rows[k], both features of x moved by delta and clipped to
+// [lo, hi], and both taken out of the domain.  The same as best_pairs on the
+// gathered domain rows followed by the update, with no gather, no search for
+// done images and no NumPy calls (each costs ~10-30 us right after
+// TensorFlow's pass).  Returns (rows that took a step, took a step: bool [K]).
+py::tuple jsma_step(F32 target_grad, F32 other_grad, py::array domain, py::array done, py::array x,
+                    py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> rows, float delta, float lo,
+                    float hi, bool increase, int threads) {
+  const auto bt = target_grad.request(), bo = other_grad.request();
+  if (bt.ndim != 2) throw py::value_error("target_grad: expected a 2-D array [K, n], got shape " + shape_str(bt));
+  if (bo.shape != bt.shape)
+    throw py::value_error("other_grad: expected shape " + shape_str(bt) + ", got " + shape_str(bo));
+  check_inplace(domain, "domain", 'b', 1, "bool");
+  check_inplace(x, "x", 'f', 4, "float32");
+  check_threads(threads);
+  const std::int64_t K = bt.shape[0], n = bt.shape[1], B = x.shape(0);
+  if (domain.shape(0) != B || domain.shape(1) != n || x.shape(1) != n)
+    throw py::value_error("domain, x: expected shape (" + std::to_string(B) + ", " + std::to_string(n) +
+                          ") both, got (" + std::to_string(domain.shape(0)) + ", " + std::to_string(domain.shape(1)) +
+                          ") and (" + std::to_string(B) + ", " + std::to_string(x.shape(1)) + ")");
+  if (done.ndim() != 1 || done.shape(0) != K || done.dtype().kind() != 'b')
+    throw py::value_error("done: expected a bool array of shape (" + std::to_string(K) + ",), got " +
+                          std::string(py::str(done.dtype())) + " with shape " + shape_str(done.request()));
+  if (rows.ndim() != 1 || rows.shape(0) != K)
+    throw py::value_error("rows: expected shape (" + std::to_string(K) + ",), got " + shape_str(rows.request()));
+  if (n > INT32_MAX) throw py::value_error("n: expected at most 2**31-1 features, got " + std::to_string(n));
+  const std::int64_t* rw = rows.data();
+  for (std::int64_t k = 0; k < K; ++k) {
+    if (rw[k] < 0 || rw[k] >= B)
+      throw py::value_error("rows: expected indices in [0, " + std::to_string(B) + "), got " + std::to_string(rw[k]));
+    if (k > 0 && rw[k] <= rw[k - 1])  // distinct rows: the team may update them concurrently
+      throw py::value_error("rows: expected strictly increasing indices, got " + std::to_string(rw[k - 1]) + " then " +
+                            std::to_string(rw[k]));
+  }
+  const py::array done_c = py::array::ensure(done, py::array::c_style);
+  const std::uint8_t* dn = static_cast<const std::uint8_t*>(done_c.data());
+  const float* st = static_cast<const float*>(bt.ptr);
+  const float* so = static_cast<const float*>(bo.ptr);
+  std::uint8_t* dm = static_cast<std::uint8_t*>(domain.mutable_data());
+  float* xs = static_cast<float*>(x.mutable_data());
+  py::array_t<bool> stepped(K);
+  bool* sp = stepped.mutable_data();
+  for_rows(K, n, threads, [&](std::int64_t k, Workspace& w) {
+    sp[k] = false;
+    if (dn[k]) return;
+    std::uint8_t* dom = dm + rw[k] * n;
+    const AdvsalBest r = solve_row(st + k * n, so + k * n, dom, n, increase, w);
+    if (r.p < 0) return;
+    float* xr = xs + rw[k] * n;
+    for (const advsal_i64 j : {r.p, r.q}) {
+      xr[j] = std::min(std::max(xr[j] + delta, lo), hi);
+      dom[j] = 0;
+    }
+    sp[k] = true;
+  });
+  std::int64_t count = 0;
+  for (std::int64_t k = 0; k < K; ++k) count += sp[k];
+  return py::make_tuple(count, stepped);
 }
 
 }  // namespace
@@ -1063,6 +1159,11 @@ PYBIND11_MODULE(_jsma_native, m) {
         "Best admissible (p, q) per row: (p int64[B], q int64[B], score float64[B]); -1, -1, 0 when none.");
   // Rows at least this long try the top-sigma search first (tests aim above it).
   m.attr("top_sigma_min_features") = kTopMinN;
+  m.def("jsma_step", &jsma_step, py::arg("target_grad"), py::arg("other_grad"), py::arg("domain"), py::arg("done"),
+        py::arg("x"), py::arg("rows"), py::arg("delta"), py::arg("lo"), py::arg("hi"), py::arg("increase") = true,
+        py::arg("threads") = 0,
+        "One JSMA step in place on x and domain (both [B, n]) for the images rows[k] with gradient rows k: "
+        "(count, stepped bool[K]).");
   m.def("last_path", &last_path_name,
         "How this thread's last solved row was settled: corner_layers (long row, the sample's corners dropped most "
         "points before the layers), top_sigma, layers_after_top_sigma (the top-sigma search declined or its bound "

@@ -135,3 +135,36 @@ def test_step_counts_match_the_features_changed() -> None:
     assert 0 < steps[1:7].min() and (steps[1:7] < budget).any() and (steps[1:7] == budget).any(), steps
     alone = jsma(model, x[:1], y=y[:1], target="next", theta=0.5, gamma=0.2)  # every image done at once
     assert alone.changed_fraction[0] == 0.0 and alone.iterations == 0 and alone.success[0]
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_native_step_matches_the_numpy_step(increase: bool) -> None:
+    """The native jsma_step (search and update in place, no gather) against the NumPy step on the
+    numpy backend: the same x, steps and domain of the images still running, with images done,
+    images whose domain is empty, a partial active set and values that get clipped."""
+    import advsal_bench.pairsearch as ps
+    from advsal_bench.attacks.jsma import _step_numpy
+
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(5)
+    b, n = 12, 300
+    for trial in range(20):
+        x = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0], size=(b, n)).astype(np.float32)
+        domain = (x < 1.0) if increase else (x > 0.0)
+        domain &= rng.random((b, n)) < 0.8
+        domain[3] = False  # no feature left
+        active = np.sort(rng.choice(b, size=int(rng.integers(1, b + 1)), replace=False))
+        s_t = rng.normal(size=(active.size, n)).astype(np.float32)
+        s_o = rng.normal(size=(active.size, n)).astype(np.float32)
+        done = rng.random(active.size) < 0.25
+        delta = np.float32(0.3 if increase else -0.3)
+        x_np, dom_np, x_nat, dom_nat = x.copy(), domain.copy(), x.copy(), domain.copy()
+        c_np, st_np = _step_numpy("numpy", s_t, s_o, dom_np, done, x_np, active, delta, 0.0, 1.0, increase)
+        c_nat, st_nat = ps.native.jsma_step(s_t, s_o, dom_nat, done, x_nat, active, delta, 0.0, 1.0, increase)
+        np.testing.assert_array_equal(st_nat, st_np)
+        assert c_nat == c_np == int(st_np.sum())
+        np.testing.assert_array_equal(x_nat, x_np)
+        running = active[st_np]
+        np.testing.assert_array_equal(dom_nat[running], dom_np[running])
+        assert (x_nat.reshape(b, n) != x).sum() <= 2 * c_nat and x_nat.min() >= 0.0 and x_nat.max() <= 1.0

@@ -365,20 +365,19 @@ def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
     x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32) * 0.5
     unreachable = lambda z: model(z) + tf.constant(-1e4 * np.eye(10, dtype=np.float32)[3])  # noqa: E731
     rows, calls = [], [0]
-    search = jsma_mod.best_pairs
+    step = ps.native.jsma_step
 
-    def capture(st, so, dom, **kwargs):
-        result = search(st, so, dom, **kwargs)
+    def capture(st, so, domain, done, x, active, delta, lo, hi, increase):
         if calls[0] >= 120 and calls[0] % 5 == 0:
-            rows.append((np.array(st), np.array(so), np.array(dom), kwargs.get("increase", True)))
+            rows.append((np.array(st), np.array(so), domain[active].copy(), increase))
         calls[0] += 1
-        return result
+        return step(st, so, domain, done, x, active, delta, lo, hi, increase)
 
-    jsma_mod.best_pairs = capture
+    ps.native.jsma_step = capture
     try:
         jsma_mod.jsma(unreachable, x, target=3, gamma=2 * 160 / x.size, backend="native")
     finally:
-        jsma_mod.best_pairs = search
+        ps.native.jsma_step = step
     assert calls[0] == 160 and len(rows) == 8
     paths = []
     for st, so, dom, increase in rows:

@@ -56,3 +56,30 @@ def test_native_thread_count_error() -> None:
         pytest.skip("native extension not built")
     with pytest.raises(ValueError, match=r"threads: expected >= 0 .*got -1"):
         ps.best_pairs(np.zeros((1, 2), F), np.zeros((1, 2), F), np.ones((1, 2), bool), backend="native", threads=-1)
+
+
+def test_native_jsma_step_errors() -> None:
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    step = ps.native.jsma_step
+    g, x, dom = np.zeros((2, 5), F), np.zeros((3, 5), F), np.ones((3, 5), bool)
+    done, rows = np.zeros(2, bool), np.array([0, 2])
+    step(g, g, dom, done, x, rows, 1.0, 0.0, 1.0, True)  # valid: no error
+    with pytest.raises(ValueError, match=r"x: expected a writable C-contiguous float32 array \[B, n\], got float64"):
+        step(g, g, dom, done, x.astype(np.float64), rows, 1.0, 0.0, 1.0, True)
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match=r"x: expected a writable .*, read-only"):
+        step(g, g, dom, done, x, rows, 1.0, 0.0, 1.0, True)
+    x = np.zeros((3, 5), F)
+    with pytest.raises(ValueError, match=r"domain: expected a writable C-contiguous bool array .*, strided"):
+        step(g, g, np.ones((5, 3), bool).T, done, x, rows, 1.0, 0.0, 1.0, True)
+    with pytest.raises(ValueError, match=r"domain, x: expected shape \(3, 5\) both, got \(3, 4\) and \(3, 5\)"):
+        step(g, g, np.ones((3, 4), bool), done, x, rows, 1.0, 0.0, 1.0, True)
+    with pytest.raises(ValueError, match=r"done: expected a bool array of shape \(2,\), got bool with shape \(3,\)"):
+        step(g, g, dom, np.zeros(3, bool), x, rows, 1.0, 0.0, 1.0, True)
+    with pytest.raises(ValueError, match=r"rows: expected indices in \[0, 3\), got 3"):
+        step(g, g, dom, done, x, np.array([0, 3]), 1.0, 0.0, 1.0, True)
+    with pytest.raises(ValueError, match=r"rows: expected strictly increasing indices, got 2 then 2"):
+        step(g, g, dom, done, x, np.array([2, 2]), 1.0, 0.0, 1.0, True)
+    with pytest.raises(ValueError, match=r"other_grad: expected shape \(2, 5\), got \(2, 4\)"):
+        step(g, np.zeros((2, 4), F), dom, done, x, rows, 1.0, 0.0, 1.0, True)

@@ -6,6 +6,7 @@ image with ``advsal_bench.pairsearch.best_pairs``.
 """
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Callable, Union
 import numpy as np
 import tensorflow as tf
 
-from ..pairsearch import best_pairs, resolve_backend
+from ..pairsearch import best_pairs, native, resolve_backend
 
 __all__ = ["jsma", "JSMAResult"]
 
@@ -94,6 +95,41 @@ def _targets(y: np.ndarray, k: int, target: Target, seed: int) -> np.ndarray:
     raise TypeError(f"target: expected 'random', 'next' or an int, got {type(target).__name__}")
 
 
+def _step_numpy(
+    backend: str,
+    s_t: np.ndarray,
+    s_o: np.ndarray,
+    domain: np.ndarray,
+    done: np.ndarray,
+    x_adv: np.ndarray,
+    active: np.ndarray,
+    delta: np.float32,
+    clip_min: float,
+    clip_max: float,
+    increase: bool,
+) -> tuple[int, np.ndarray]:
+    """One step of the active images in place on any pair-search backend: the
+    twin of the native ``jsma_step`` (same arguments after ``backend``, same
+    result: (images that took a step, which ones))."""
+    if done.all():
+        return 0, np.zeros(active.size, dtype=bool)
+    everyone = active.size == domain.shape[0]
+    if done.any():
+        # Rather than gathering the other rows of both gradients (two [B, n]
+        # float copies: ~80 ms a step at 224x224x3, batch 64), the finished
+        # images get an empty domain: they find no pair and leave.
+        domain[active[done]] = False
+    p, q, _ = best_pairs(s_t, s_o, domain if everyone else domain[active], increase=increase, backend=backend)
+    stepped = p >= 0
+    rows = active[stepped]
+    n = domain.shape[1]
+    at = np.concatenate((rows * n + p[stepped], rows * n + q[stepped]))  # both features, flat
+    x_flat, domain_flat = x_adv.reshape(-1), domain.reshape(-1)  # views: both are C-contiguous
+    x_flat[at] = np.clip(x_flat[at] + delta, clip_min, clip_max)
+    domain_flat[at] = False
+    return int(rows.size), stepped
+
+
 def jsma(
     model_fn: Callable,
     x,
@@ -150,23 +186,19 @@ def jsma(
     # leave the domain, so this equals (x_adv can move) & ~changed at every step
     # without recomputing it over all b * n features per iteration.
     domain = x_adv < clip_max if increase else x_adv > clip_min
-    x_flat, domain_flat = x_adv.reshape(-1), domain.reshape(-1)  # views: both are C-contiguous
     steps = np.zeros(b, dtype=np.int64)
     max_steps = int(np.floor(gamma * n / 2))
     delta = np.float32(theta if increase else -theta)
     grads = _grad_fn(model_fn, feature_shape)
     t_jac = t_pair = 0.0
     # Every active image takes one step per iteration, so an image's step
-    # count is the iteration it leaves at, written once then.  Each NumPy call
-    # right after TensorFlow's pass costs ~10-30 us (cold caches), so the loop
-    # below keeps them few.
+    # count is the iteration it leaves at, written once then.
     it = 0
+    step = native.jsma_step if backend_used == "native" else functools.partial(_step_numpy, backend_used)
     active = np.arange(b) if max_steps > 0 else np.arange(0)
-    offsets = None  # flat offsets of the active images' rows, twice (p, then q)
     while active.size:
         t0 = time.perf_counter()
-        everyone = active.size == b  # active is sorted: then it is arange(b), and slices need no copies
-        x_in = x_adv if everyone else x_adv[active]
+        x_in = x_adv if active.size == b else x_adv[active]  # active is sorted: all of it is arange(b)
         done, s_t, s_o = grads(
             tf.constant(x_in.reshape((-1,) + feature_shape)), tf.constant(tgt[active], dtype=tf.int32)
         )
@@ -174,32 +206,12 @@ def jsma(
         done, s_t, s_o = done.numpy(), s_t.numpy(), s_o.numpy()
         t1 = time.perf_counter()
         t_jac += t1 - t0
-        # Images the model already classifies as their target are finished.
-        if done.any():
-            if done.all():
-                steps[active] = it
-                break
-            # Rather than gathering the other rows of both gradients (two
-            # [B, n] float copies: ~80 ms a step at 224x224x3, batch 64), the
-            # finished images get an empty domain: they find no pair (an
-            # O(n) pass each) and leave below.  They never search again.
-            domain[active[done]] = False
-        p, q, _ = best_pairs(
-            s_t, s_o, domain if everyone else domain[active], increase=increase, backend=backend_used
-        )
-        if p.min() < 0:  # images without an admissible pair (or finished) stop here
-            found = p >= 0
-            steps[active[~found]] = it
-            active, p, q = active[found], p[found], q[found]
-            offsets = None
-        if offsets is None:
-            offsets = np.concatenate((active, active)) * n
-        at = np.concatenate((p, q))
-        at += offsets
-        moved = x_flat[at]
-        moved += delta
-        x_flat[at] = np.clip(moved, clip_min, clip_max, out=moved)
-        domain_flat[at] = False
+        # Images the model already classifies as their target, or with no
+        # admissible pair left, take no step and leave.
+        count, stepped = step(s_t, s_o, domain, done, x_adv, active, delta, clip_min, clip_max, increase)
+        if count < active.size:
+            steps[active[~stepped]] = it
+            active = active[stepped]
         it += 1
         if it == max_steps:
             steps[active] = it

@@ -28,3 +28,13 @@ def best_pairs_native(target_grad, other_grad, domain, *, increase: bool = True,
     # bool -> uint8 as a view: no copy of the mask.
     dom = dom.view(np.uint8) if dom.dtype == np.bool_ else (dom != 0).view(np.uint8)
     return _ext.best_pairs(st, so, dom, bool(increase), int(threads))
+
+
+def jsma_step(target_grad, other_grad, domain, done, x, rows, delta, lo, hi, increase, threads: int = 0):
+    """JSMA's host step in place (see ``_step_numpy`` in attacks/jsma.py for the same in NumPy):
+    for the active images ``rows`` (gradient row k is image rows[k]) not ``done``, the best pair
+    over the image's domain moves both features of ``x`` by ``delta`` (clipped to [lo, hi]) and
+    leaves the domain.  Returns (images that took a step, bool [K] which)."""
+    if _ext is None:
+        raise RuntimeError(f"pair-search backend 'native' is not available: {IMPORT_ERROR}")
+    return _ext.jsma_step(target_grad, other_grad, domain, done, x, rows, float(delta), lo, hi, increase, threads)
