@@ -97,15 +97,6 @@ def _shape(x: Any) -> tuple[int, ...]:
 
 
 def _validate(target_grad: Any, other_grad: Any, domain: Any) -> None:
-    if all(type(a) is np.ndarray for a in (target_grad, other_grad, domain)):
-        # JSMA's case, once per iteration: the generic checks below cost ~35 us.
-        if (
-            target_grad.ndim == 2
-            and other_grad.shape == domain.shape == target_grad.shape
-            and target_grad.dtype.kind in "fiub"
-            and other_grad.dtype.kind in "fiub"
-        ):
-            return
     st = _shape(target_grad)
     if len(st) != 2:
         raise ValueError(f"target_grad: expected a 2-D array [B, n], got shape {st}")
