@@ -12,6 +12,7 @@
 // before the sort.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -89,7 +91,7 @@ constexpr std::int64_t kParallelMinWork = 1 << 16;
 constexpr std::int64_t kParallelMinWorkAuto = 1 << 22;
 
 // How a row was settled (tests check that each path is exercised).
-enum class RowPath { kNone, kTopSigma, kLayersAfterTopSigma, kLayersAfterGiveUp, kLayers, kCornerLayers };
+enum class RowPath { kNone, kTopSigma, kLayersAfterTopSigma, kLayersAfterGiveUp, kLayers, kCornerLayers, kHintLayers };
 
 struct Workspace {
   // The last row this workspace solved (a member, not a thread_local of its
@@ -128,6 +130,10 @@ struct Workspace {
   std::vector<float> cu_s, cv_s;
   // bucket filter: per bucket of u, the two largest v
   std::vector<float> bm1, bm2, bthr;
+  // the staircase steps write_hints picks from
+  std::vector<std::pair<std::int32_t, std::int32_t>> hint_steps;
+  // points the last layers_row flagged (before the bucket filter)
+  std::int64_t flagged = 0;
 };
 
 inline std::uint32_t float_key(float f) {
@@ -547,6 +553,81 @@ Corners sample_corners(const float* st, const float* so, const std::uint8_t* dom
   return c;
 }
 
+// Corners carried over from the previous JSMA iteration of the same image
+// (jsma_step's hints): slot k names two features, and their values in this
+// row make the corner (smaller u, smaller v of the two), so each is two real
+// points, as the filter needs, however much the gradients moved.  Slots whose
+// features left the domain or are not finite are skipped.  The sample costs
+// about a third of a 784-feature row; reading 16 features costs nothing.
+// Returns the number of corners made.
+int hint_corners(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+                 const std::int32_t* hint, Corners& c) {
+  std::fill(c.a, c.a + kCorners, -FLT_MAX);
+  std::fill(c.b, c.b + kCorners, -FLT_MAX);
+  int nc = 0;
+  for (int k = 0; k < kCorners; ++k) {
+    const std::int32_t r1 = hint[2 * k], r2 = hint[2 * k + 1];
+    // Two distinct points: one alone could be the partner of the point it drops.
+    if (r1 < 0 || r2 < 0 || r1 == r2 || r1 >= n || r2 >= n || !dom[r1] || !dom[r2]) continue;
+    float u1, v1, u2, v2;
+    advsal_uv(st[r1], so[r1], increase, &u1, &v1);
+    advsal_uv(st[r2], so[r2], increase, &u2, &v2);
+    if (!(advsal_finite(u1) & advsal_finite(v1) & advsal_finite(u2) & advsal_finite(v2))) continue;
+    c.a[nc] = std::min(u1, u2);
+    c.b[nc] = std::min(v1, v2);
+    ++nc;
+  }
+  c.kept_share = 0.0;  // unknown: the caller judges the hints by what the pass keeps
+  return nc;
+}
+
+// Writes kCorners of the staircase steps in w.hint_steps, evenly spread, as hints.
+void pick_hints(const Workspace& w, std::int32_t* hint) {
+  const int ns = static_cast<int>(w.hint_steps.size());
+  for (int k = 0; k < kCorners; ++k) {
+    if (k >= ns) {
+      hint[2 * k] = hint[2 * k + 1] = -1;
+      continue;
+    }
+    const int at = ns <= kCorners ? k : static_cast<int>((static_cast<std::int64_t>(k) * (ns - 1)) / (kCorners - 1));
+    hint[2 * k] = w.hint_steps[at].first;
+    hint[2 * k + 1] = w.hint_steps[at].second;
+  }
+}
+
+// Writes the hints for the next iteration: pairs of points on the staircase
+// of the points swept (su, sv, sidx at the positions of seq0 and seq1, merged
+// in sweep order), without p and q, which leave the domain with this step.
+// Walking in sweep order (u descending), the two largest v so far are two
+// points left of nothing swept later; each time the second largest grows,
+// the pair is a corner.  kCorners of them, evenly spread, are kept.
+void write_hints(const float* sv, const std::int64_t* sidx, const std::int32_t* seq0, std::int64_t n0,
+                 const std::int32_t* seq1, std::int64_t n1, advsal_i64 p, advsal_i64 q, Workspace& w,
+                 std::int32_t* hint) {
+  w.hint_steps.clear();
+  float m1 = 0.0f, m2 = 0.0f;
+  std::int32_t i1 = -1, i2 = -1;
+  for (std::int64_t a = 0, b = 0; a < n0 || b < n1;) {
+    const std::int32_t k = (b >= n1 || (a < n0 && seq0[a] < seq1[b])) ? seq0[a++] : seq1[b++];
+    if (sidx[k] == p || sidx[k] == q) continue;
+    const float v = sv[k];
+    const std::int32_t i = static_cast<std::int32_t>(sidx[k]);
+    if (i1 < 0 || v > m1) {
+      m2 = m1;
+      i2 = i1;
+      m1 = v;
+      i1 = i;
+    } else if (i2 < 0 || v > m2) {
+      m2 = v;
+      i2 = i;
+    } else {
+      continue;
+    }
+    if (i2 >= 0) w.hint_steps.push_back({i1, i2});
+  }
+  pick_hints(w, hint);
+}
+
 // The layers' flag pass with corners is the one loop over every feature of
 // a long row, so it is also compiled for AVX2 and AVX-512 and the loader
 // picks the widest the CPU has (GCC function multiversioning): the portable
@@ -576,9 +657,145 @@ void flag_chunk_corners(const float* __restrict st, const float* __restrict so, 
   }
 }
 
+// At most this many points left after the filters: every pair is scored,
+// with no sort.  Exact on any set of real points that holds the candidates
+// (the best pair and its tie-break are among them, see jsma_pairs_core.h):
+// the largest score over the set is the row's, and scanning pairs in
+// position order (= index order) finds the smallest (p, q) that reaches it.
+// On the rows of a JSMA run at 28x28 the filters leave ~25 points, and
+// scoring their ~300 pairs costs less than sorting them.
+constexpr std::int64_t kDirectMax = 64;
+
+// Largest admissible score over the pairs (i, j > i) of the m points; pos
+// gets the first pair (in position order) that reaches it.  Four partners
+// j at a time (an AVX2 register; wider vectors were lowered through the
+// stack), from i + 1 on; past m the copies are padded with points that make
+// no pair admissible.
+#if defined(__GNUC__)
+typedef double advsal_v4d __attribute__((vector_size(32)));
+#endif
+
+ADVSAL_CLONES
+double direct_top(const float* u, const float* v, std::int64_t m, std::int64_t* pos) {
+  double du[kDirectMax + 4], dv[kDirectMax + 4];
+  for (std::int64_t k = 0; k < m; ++k) {
+    du[k] = static_cast<double>(u[k]);
+    dv[k] = static_cast<double>(v[k]);
+  }
+  for (std::int64_t k = m; k < m + 4; ++k) du[k] = dv[k] = -DBL_MAX;
+  double top = 0.0;  // admissible scores are > 0 (two positive float sums, multiplied in double)
+  std::int64_t ti = -1;
+  for (std::int64_t i = 0; i + 1 < m; ++i) {
+    double rm = 0.0;
+#if defined(__GNUC__)
+    using Mask = decltype(advsal_v4d{} > advsal_v4d{});
+    const double ui = du[i], vi = dv[i];
+    advsal_v4d r = {};
+    for (std::int64_t j = i + 1; j < m; j += 4) {
+      advsal_v4d a, b;
+      std::memcpy(&a, du + j, sizeof a);
+      std::memcpy(&b, dv + j, sizeof b);
+      const advsal_v4d x = a + ui, y = b + vi;
+      // Inadmissible pairs score +0.0 (all bits clear); then the larger per lane.
+      const Mask ok = (x > 0.0) & (y > 0.0);
+      const advsal_v4d sc = reinterpret_cast<advsal_v4d>(reinterpret_cast<Mask>(x * y) & ok);
+      const Mask gt = sc > r;
+      r = reinterpret_cast<advsal_v4d>((reinterpret_cast<Mask>(r) & ~gt) | (reinterpret_cast<Mask>(sc) & gt));
+    }
+    for (int l = 0; l < 4; ++l) rm = rm < r[l] ? r[l] : rm;
+#else
+    for (std::int64_t j = i + 1; j < m; ++j) {
+      double sc;
+      if (advsal_pair_score(u[i], v[i], u[j], v[j], &sc)) rm = rm < sc ? sc : rm;
+    }
+#endif
+    if (rm > top) {
+      top = rm;
+      ti = i;
+    }
+  }
+  pos[0] = pos[1] = -1;
+  for (std::int64_t j = ti + 1; ti >= 0 && j < m; ++j) {
+    double sc;
+    if (advsal_pair_score(u[ti], v[ti], u[j], v[j], &sc) && sc == top) {
+      pos[0] = ti;
+      pos[1] = j;
+      break;
+    }
+  }
+  return top;
+}
+
+// Hints from the points of the direct search, with no sort: kCorners
+// buckets of u; going down from the highest, the two largest v so far are
+// two points right of every lower bucket, so each bucket that changes them
+// gives a corner.  The same staircase as write_hints', at bucket resolution.
+void direct_hints(const float* u, const float* v, const std::int64_t* idx, std::int64_t m, advsal_i64 p,
+                  advsal_i64 q, std::int32_t* hint) {
+  float lo = FLT_MAX, hi = -FLT_MAX;
+  for (std::int64_t k = 0; k < m; ++k) {
+    lo = std::min(lo, u[k]);
+    hi = std::max(hi, u[k]);
+  }
+  std::fill(hint, hint + 2 * kCorners, -1);
+  const float width = hi - lo;
+  if (!(width > 0.0f) || !std::isfinite(width)) return;
+  const float scale = static_cast<float>(kCorners) / width * (1.0f - 4.0f * FLT_EPSILON);
+  float b1[kCorners], b2[kCorners];
+  std::int32_t i1[kCorners], i2[kCorners];
+  std::fill(b1, b1 + kCorners, -INFINITY);
+  std::fill(b2, b2 + kCorners, -INFINITY);
+  std::fill(i1, i1 + kCorners, -1);
+  std::fill(i2, i2 + kCorners, -1);
+  for (std::int64_t k = 0; k < m; ++k) {
+    if (idx[k] == p || idx[k] == q) continue;  // they leave the domain with this step
+    const int b = std::min(kCorners - 1, static_cast<int>((u[k] - lo) * scale));
+    const float x = v[k];
+    const std::int32_t at = static_cast<std::int32_t>(idx[k]);
+    if (i1[b] < 0 || x > b1[b]) {
+      b2[b] = b1[b];
+      i2[b] = i1[b];
+      b1[b] = x;
+      i1[b] = at;
+    } else if (i2[b] < 0 || x > b2[b]) {
+      b2[b] = x;
+      i2[b] = at;
+    }
+  }
+  float m1 = -INFINITY, m2 = -INFINITY;
+  std::int32_t r1 = -1, r2 = -1;
+  int nc = 0;
+  for (int b = kCorners - 1; b >= 0; --b) {
+    bool grew = false;
+    for (int t = 0; t < 2; ++t) {
+      const std::int32_t at = t ? i2[b] : i1[b];
+      const float x = t ? b2[b] : b1[b];
+      if (at < 0) continue;
+      if (r1 < 0 || x > m1) {
+        m2 = m1;
+        r2 = r1;
+        m1 = x;
+        r1 = at;
+        grew = r2 >= 0;
+      } else if (r2 < 0 || x > m2) {
+        m2 = x;
+        r2 = at;
+        grew = true;
+      }
+    }
+    if (grew) {
+      hint[2 * nc] = r1;
+      hint[2 * nc + 1] = r2;
+      ++nc;
+    }
+  }
+}
+
 // The Pareto-layer search: exact on any input; `best` may arrive seeded.
+// With hint_out, the next iteration's corners are written there (the caller
+// fills it with -1 first: rows that end early leave none).
 void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
-                Workspace& w, AdvsalBest& best, const Corners* corners) {
+                Workspace& w, AdvsalBest& best, const Corners* corners, std::int32_t* hint_out = nullptr) {
 #ifdef ADVSAL_PROFILE
   auto _t0 = std::chrono::steady_clock::now();
 #endif
@@ -630,9 +847,18 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   // every row shape measured (28x28 to 224x224x3 JSMA rows); after it the
   // pivots rarely drop enough to pay for their passes when the corners have
   // already run (measured on 224x224x3 CNN rows: 2.8k -> 2.7k for 40 us).
+  w.flagged = m0;
   if (m0 > kBruteForceCandidates) m0 = bucket_filter(w, m0);
   PROF("compact");
   if (m0 < 2) return;
+  if (m0 <= kDirectMax) {
+    std::int64_t pos[2];
+    const double top = direct_top(w.u.data(), w.v.data(), m0, pos);
+    if (pos[0] >= 0) advsal_offer(&best, top, w.idx[pos[0]], w.idx[pos[1]]);
+    PROF("direct");
+    if (hint_out) direct_hints(w.u.data(), w.v.data(), w.idx.data(), m0, best.p, best.q, hint_out);
+    return;
+  }
   if (!corners && m0 > kBruteForceCandidates) {
     const Pivots piv = pick_pivots(w, m0);
     pivot_prefilter(w, m0, piv.bi, piv.bi2);
@@ -713,6 +939,7 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   PROF("merge");
   search_sorted(w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, best);
   PROF("search");
+  if (hint_out) write_hints(sv, sidx, seq0, n0, seq1, n1, best.p, best.q, w, hint_out);
 }
 
 // Top-sigma search.  Split the domain by T = {sigma >= tau}: a pair with both
@@ -759,6 +986,7 @@ const char* last_path_name() {
     case RowPath::kLayersAfterGiveUp: return "layers_after_give_up";
     case RowPath::kLayers: return "layers";
     case RowPath::kCornerLayers: return "corner_layers";
+    case RowPath::kHintLayers: return "hint_layers";
     default: return "none";
   }
 }
@@ -954,24 +1182,39 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
   return advsal_prunable(2.0 * sigma_out, 2.0 * advsal_abs(sigma_out), 0.0, 0.0, best.score);
 }
 
+// hint: null, or the image's 2 * kCorners hint slots (jsma_step), read and
+// then rewritten for the next iteration (short rows only: on long rows the
+// sample is a small part of the row's cost).
 AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
-                     Workspace& w) {
+                     Workspace& w, std::int32_t* hint = nullptr) {
   w.gave_up = false;
   AdvsalBest best;
   advsal_best_reset(&best);
   if (n < kTopMinN) {
-    // Short rows: the corners when the sample says they drop most points,
-    // else the plain layers (pivots, then the sort).
+    // Short rows: the previous iteration's corners when there are any, else
+    // the sample's when it says they drop most points, else the plain layers
+    // (pivots, then the sort).
+    Corners corners;
+    if (hint && n >= kCornerMinN && hint_corners(st, so, dom, n, increase, hint, corners) > 0) {
+      std::fill(hint, hint + 2 * kCorners, -1);
+      w.last_path = RowPath::kHintLayers;
+      layers_row(st, so, dom, n, increase, w, best, &corners, hint);
+      // Stale corners that kept too much: the next iteration samples again.
+      if (static_cast<double>(w.flagged) > kCornerMaxShareShort * static_cast<double>(n))
+        std::fill(hint, hint + 2 * kCorners, -1);
+      return best;
+    }
+    if (hint) std::fill(hint, hint + 2 * kCorners, -1);
     if (n >= kCornerMinN) {
-      const Corners corners = sample_corners(st, so, dom, n, increase, w);
+      corners = sample_corners(st, so, dom, n, increase, w);
       if (corners.kept_share <= kCornerMaxShareShort) {
         w.last_path = RowPath::kCornerLayers;
-        layers_row(st, so, dom, n, increase, w, best, &corners);
+        layers_row(st, so, dom, n, increase, w, best, &corners, hint);
         return best;
       }
     }
     w.last_path = RowPath::kLayers;
-    layers_row(st, so, dom, n, increase, w, best, nullptr);
+    layers_row(st, so, dom, n, increase, w, best, nullptr, hint);
     return best;
   }
   const Corners corners = sample_corners(st, so, dom, n, increase, w);
@@ -1087,17 +1330,20 @@ void check_inplace(const py::array& a, const char* name, char kind, py::ssize_t 
                           (a.writeable() ? "" : ", read-only") + ((a.flags() & py::array::c_style) ? "" : ", strided"));
 }
 
-// One JSMA iteration's host work, in place, for the active images rows[k]:
-// a row whose image is done (done[k]) or has no admissible pair takes no
-// step; every other row gets the best pair of (st[k], so[k]) over the domain
-// of image rows[k], both features of x moved by delta and clipped to
-// [lo, hi], and both taken out of the domain.  The same as best_pairs on the
-// gathered domain rows followed by the update, with no gather, no search for
-// done images and no NumPy calls (each costs ~10-30 us right after
-// TensorFlow's pass).  Returns (rows that took a step, took a step: bool [K]).
-py::tuple jsma_step(F32 target_grad, F32 other_grad, py::array domain, py::array done, py::array x,
-                    py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> rows, float delta, float lo,
-                    float hi, bool increase, int threads) {
+// Iteration `it` of JSMA's host work, in place, for the active images
+// rows[k]: a row whose image is done (done[k]) or has no admissible pair
+// takes no step and leaves; every other row gets the best pair of (st[k],
+// so[k]) over the domain of image rows[k], both features of x moved by delta
+// and clipped to [lo, hi], and both taken out of the domain, and stays
+// active unless this is the last iteration.  steps[rows[k]] becomes the
+// image's step count (it or it + 1).  Returns the rows still active.  The same as best_pairs on the gathered domain rows
+// followed by the update and the bookkeeping, with no gather, no search for
+// done images and no NumPy calls: right after TensorFlow's pass has evicted
+// the caches, each costs 10-35 us (measured: ~stepped, active[mask]).
+py::array_t<std::int64_t> jsma_step(F32 target_grad, F32 other_grad, py::array domain, py::array done, py::array x,
+                                    py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> rows,
+                                    py::array steps, std::int64_t it, bool last, float delta, float lo, float hi,
+                                    bool increase, int threads, std::optional<py::array> hints) {
   const auto bt = target_grad.request(), bo = other_grad.request();
   if (bt.ndim != 2) throw py::value_error("target_grad: expected a 2-D array [K, n], got shape " + shape_str(bt));
   if (bo.shape != bt.shape)
@@ -1115,7 +1361,20 @@ py::tuple jsma_step(F32 target_grad, F32 other_grad, py::array domain, py::array
                           std::string(py::str(done.dtype())) + " with shape " + shape_str(done.request()));
   if (rows.ndim() != 1 || rows.shape(0) != K)
     throw py::value_error("rows: expected shape (" + std::to_string(K) + ",), got " + shape_str(rows.request()));
+  if (steps.ndim() != 1 || steps.shape(0) != B || steps.dtype().kind() != 'i' || steps.itemsize() != 8 ||
+      !steps.writeable() || !(steps.flags() & py::array::c_style))
+    throw py::value_error("steps: expected a writable int64 array of shape (" + std::to_string(B) + ",), got " +
+                          std::string(py::str(steps.dtype())) + " with shape " + shape_str(steps.request()) +
+                          (steps.writeable() ? "" : ", read-only"));
   if (n > INT32_MAX) throw py::value_error("n: expected at most 2**31-1 features, got " + std::to_string(n));
+  std::int32_t* hp = nullptr;
+  if (hints) {
+    check_inplace(*hints, "hints", 'i', 4, "int32");
+    if (hints->shape(0) != B || hints->shape(1) != 2 * kCorners)
+      throw py::value_error("hints: expected shape (" + std::to_string(B) + ", " + std::to_string(2 * kCorners) +
+                            "), got " + shape_str(hints->request()));
+    hp = static_cast<std::int32_t*>(hints->mutable_data());
+  }
   const std::int64_t* rw = rows.data();
   for (std::int64_t k = 0; k < K; ++k) {
     if (rw[k] < 0 || rw[k] >= B)
@@ -1130,24 +1389,31 @@ py::tuple jsma_step(F32 target_grad, F32 other_grad, py::array domain, py::array
   const float* so = static_cast<const float*>(bo.ptr);
   std::uint8_t* dm = static_cast<std::uint8_t*>(domain.mutable_data());
   float* xs = static_cast<float*>(x.mutable_data());
-  py::array_t<bool> stepped(K);
-  bool* sp = stepped.mutable_data();
+  std::int64_t* sc = static_cast<std::int64_t*>(steps.mutable_data());
+  std::vector<std::uint8_t> stepped(K, 0);
   for_rows(K, n, threads, [&](std::int64_t k, Workspace& w) {
-    sp[k] = false;
     if (dn[k]) return;
     std::uint8_t* dom = dm + rw[k] * n;
-    const AdvsalBest r = solve_row(st + k * n, so + k * n, dom, n, increase, w);
+    const AdvsalBest r = solve_row(st + k * n, so + k * n, dom, n, increase, w, hp ? hp + rw[k] * 2 * kCorners : nullptr);
     if (r.p < 0) return;
     float* xr = xs + rw[k] * n;
     for (const advsal_i64 j : {r.p, r.q}) {
       xr[j] = std::min(std::max(xr[j] + delta, lo), hi);
       dom[j] = 0;
     }
-    sp[k] = true;
+    stepped[k] = 1;
   });
   std::int64_t count = 0;
-  for (std::int64_t k = 0; k < K; ++k) count += sp[k];
-  return py::make_tuple(count, stepped);
+  for (std::int64_t k = 0; k < K; ++k) {
+    sc[rw[k]] = it + stepped[k];
+    count += stepped[k] && !last;
+  }
+  py::array_t<std::int64_t> next(count);
+  std::int64_t* nx = next.mutable_data();
+  if (!last)
+    for (std::int64_t k = 0, at = 0; k < K; ++k)
+      if (stepped[k]) nx[at++] = rw[k];
+  return next;
 }
 
 }  // namespace
@@ -1160,14 +1426,19 @@ PYBIND11_MODULE(_jsma_native, m) {
   // Rows at least this long try the top-sigma search first (tests aim above it).
   m.attr("top_sigma_min_features") = kTopMinN;
   m.def("jsma_step", &jsma_step, py::arg("target_grad"), py::arg("other_grad"), py::arg("domain"), py::arg("done"),
-        py::arg("x"), py::arg("rows"), py::arg("delta"), py::arg("lo"), py::arg("hi"), py::arg("increase") = true,
-        py::arg("threads") = 0,
-        "One JSMA step in place on x and domain (both [B, n]) for the images rows[k] with gradient rows k: "
-        "(count, stepped bool[K]).");
+        py::arg("x"), py::arg("rows"), py::arg("steps"), py::arg("it"), py::arg("last"), py::arg("delta"),
+        py::arg("lo"), py::arg("hi"), py::arg("increase") = true, py::arg("threads") = 0,
+        py::arg("hints") = py::none(),
+        "JSMA iteration `it` in place on x and domain (both [B, n]) for the images rows[k] with gradient rows k; "
+        "images that leave get their step count in steps (int64 [B]); returns the rows still active.  hints: None "
+        "or int32 [B, hint_width], -1 at the start of an attack, carried between its steps (corners for the next "
+        "step's filter; any values give the same pairs).");
+  m.attr("hint_width") = 2 * kCorners;
   m.def("last_path", &last_path_name,
-        "How this thread's last solved row was settled: corner_layers (long row, the sample's corners dropped most "
-        "points before the layers), top_sigma, layers_after_top_sigma (the top-sigma search declined or its bound "
-        "failed), layers_after_give_up (the outside pass gave up), layers (short row) or none.");
+        "How this thread's last solved row was settled: corner_layers (the sample's corners dropped most points "
+        "before the layers), hint_layers (short row in jsma_step: the previous step's corners did), top_sigma, "
+        "layers_after_top_sigma (the top-sigma search declined or its bound failed), layers_after_give_up (the "
+        "outside pass gave up), layers (short row) or none.");
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

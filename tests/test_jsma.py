@@ -159,12 +159,86 @@ def test_native_step_matches_the_numpy_step(increase: bool) -> None:
         s_o = rng.normal(size=(active.size, n)).astype(np.float32)
         done = rng.random(active.size) < 0.25
         delta = np.float32(0.3 if increase else -0.3)
+        it, last = int(rng.integers(0, 5)), trial % 4 == 3
+        steps0 = rng.integers(-1, 3, size=b)  # rows outside `active` must keep theirs
         x_np, dom_np, x_nat, dom_nat = x.copy(), domain.copy(), x.copy(), domain.copy()
-        c_np, st_np = _step_numpy("numpy", s_t, s_o, dom_np, done, x_np, active, delta, 0.0, 1.0, increase)
-        c_nat, st_nat = ps.native.jsma_step(s_t, s_o, dom_nat, done, x_nat, active, delta, 0.0, 1.0, increase)
-        np.testing.assert_array_equal(st_nat, st_np)
-        assert c_nat == c_np == int(st_np.sum())
+        steps_np, steps_nat = steps0.copy(), steps0.copy()
+        hints = ps.native.new_hints(b) if trial % 2 else None
+        next_np = _step_numpy("numpy", s_t, s_o, dom_np, done, x_np, active, steps_np, it, last, delta, 0.0, 1.0,
+                              increase)
+        next_nat = ps.native.jsma_step(s_t, s_o, dom_nat, done, x_nat, active, steps_nat, it, last, delta, 0.0, 1.0,
+                                       increase, hints=hints)
+        np.testing.assert_array_equal(next_nat, next_np)
+        np.testing.assert_array_equal(steps_nat, steps_np)
         np.testing.assert_array_equal(x_nat, x_np)
-        running = active[st_np]
+        stepped = steps_np[active] == it + 1
+        assert (steps_np[active] == np.where(stepped, it + 1, it)).all()
+        np.testing.assert_array_equal(steps_np[np.setdiff1d(np.arange(b), active)],
+                                      steps0[np.setdiff1d(np.arange(b), active)])
+        assert not stepped[done].any() and not stepped[active == 3].any()  # done, or no feature left
+        np.testing.assert_array_equal(next_np, [] if last else active[stepped])
+        running = active[stepped]
         np.testing.assert_array_equal(dom_nat[running], dom_np[running])
-        assert (x_nat.reshape(b, n) != x).sum() <= 2 * c_nat and x_nat.min() >= 0.0 and x_nat.max() <= 1.0
+        changed = int(stepped.sum())
+        assert (x_nat.reshape(b, n) != x).sum() <= 2 * changed and x_nat.min() >= 0.0 and x_nat.max() <= 1.0
+
+
+def _hinted_run(s_t_seq, s_o_seq, x0, hints):
+    """Runs the native step over a sequence of gradients from x0; returns x, steps, the rows still
+    active after each step and the path of the last row solved in each."""
+    import advsal_bench.pairsearch as ps
+
+    b, n = x0.shape
+    x, domain, steps = x0.copy(), x0 < 1.0, np.zeros(b, np.int64)
+    active, trail, paths = np.arange(b), [], []
+    for it, (s_t, s_o) in enumerate(zip(s_t_seq, s_o_seq)):
+        done = np.zeros(active.size, bool)
+        active = ps.native.jsma_step(s_t[active], s_o[active], domain, done, x, active, steps, it, False,
+                                     np.float32(1.0), 0.0, 1.0, True, threads=1, hints=hints)
+        trail.append(active.copy())
+        paths.append(ps._native._ext.last_path())
+    return x, steps, trail, paths
+
+
+def test_native_step_hints_change_no_pair() -> None:
+    """The hints carry each image's corners to its next step; whatever they hold (carried from the
+    previous step, random indices, out-of-range or repeated ones), the steps are those without."""
+    import advsal_bench.pairsearch as ps
+
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(11)
+    b, n, iters = 6, 784, 12
+    base_t, base_o = rng.normal(size=(b, n)), rng.normal(size=(b, n))
+    # Gradients drift a little from step to step, as a model's do while JSMA moves two features.
+    s_t = [(base_t + 0.05 * rng.normal(size=(b, n))).astype(np.float32) for _ in range(iters)]
+    s_o = [(base_o + 0.05 * rng.normal(size=(b, n))).astype(np.float32) for _ in range(iters)]
+    x0 = rng.choice([0.0, 0.3, 1.0], size=(b, n), p=[0.6, 0.3, 0.1]).astype(np.float32)
+    want = _hinted_run(s_t, s_o, x0, None)
+    carried = _hinted_run(s_t, s_o, x0, ps.native.new_hints(b))
+    assert "hint_layers" in carried[3][1:], carried[3]
+    junk = rng.integers(-3, n + 3, size=(b, ps._native._ext.hint_width)).astype(np.int32)
+    junk[:, 1::4] = junk[:, 0::4]  # some slots name one feature twice
+    for got in (carried, _hinted_run(s_t, s_o, x0, junk)):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        for a, c in zip(got[2], want[2]):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_native_step_hint_naming_one_feature_twice_drops_nothing() -> None:
+    """A corner needs two distinct points above it: P is below Q only, and (P, Q) is the best pair.
+    A hint slot naming Q twice must not make a corner at Q (which would drop P)."""
+    import advsal_bench.pairsearch as ps
+
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    n, p, q = 600, 100, 400
+    u, v = np.full(n, -1.0), np.full(n, -1.0)  # fillers: each pairs with Q at score 1
+    u[p], v[p], u[q], v[q] = 1.0, 1.5, 2.0, 2.0  # (P, Q) scores 3 * 3.5
+    st, so = u[None].astype(np.float32), (-v)[None].astype(np.float32)
+    x, domain, steps = np.zeros((1, n), np.float32), np.ones((1, n), bool), np.zeros(1, np.int64)
+    hints = np.full((1, ps._native._ext.hint_width), q, np.int32)
+    ps.native.jsma_step(st, so, domain, np.zeros(1, bool), x, np.arange(1), steps, 0, False, np.float32(1.0), 0.0,
+                        1.0, True, threads=1, hints=hints)
+    assert sorted(np.flatnonzero(x[0])) == [p, q]

@@ -103,16 +103,21 @@ def _step_numpy(
     done: np.ndarray,
     x_adv: np.ndarray,
     active: np.ndarray,
+    steps: np.ndarray,
+    it: int,
+    last: bool,
     delta: np.float32,
     clip_min: float,
     clip_max: float,
     increase: bool,
-) -> tuple[int, np.ndarray]:
-    """One step of the active images in place on any pair-search backend: the
-    twin of the native ``jsma_step`` (same arguments after ``backend``, same
-    result: (images that took a step, which ones))."""
+) -> np.ndarray:
+    """Iteration ``it`` of the active images in place on any pair-search
+    backend: the twin of the native ``jsma_step`` (same arguments after
+    ``backend``, same result: the images still active; ``steps[active]``
+    becomes each image's step count)."""
     if done.all():
-        return 0, np.zeros(active.size, dtype=bool)
+        steps[active] = it
+        return active[:0]
     everyone = active.size == domain.shape[0]
     if done.any():
         # Rather than gathering the other rows of both gradients (two [B, n]
@@ -127,7 +132,8 @@ def _step_numpy(
     x_flat, domain_flat = x_adv.reshape(-1), domain.reshape(-1)  # views: both are C-contiguous
     x_flat[at] = np.clip(x_flat[at] + delta, clip_min, clip_max)
     domain_flat[at] = False
-    return int(rows.size), stepped
+    steps[active] = it + stepped
+    return rows[:0] if last else rows
 
 
 def jsma(
@@ -191,10 +197,13 @@ def jsma(
     delta = np.float32(theta if increase else -theta)
     grads = _grad_fn(model_fn, feature_shape)
     t_jac = t_pair = 0.0
-    # Every active image takes one step per iteration, so an image's step
-    # count is the iteration it leaves at, written once then.
+    # Every active image takes one step per iteration: the step writes each
+    # image's count, and the images that leave drop out of `active`.
     it = 0
-    step = native.jsma_step if backend_used == "native" else functools.partial(_step_numpy, backend_used)
+    if backend_used == "native":
+        step = functools.partial(native.jsma_step, hints=native.new_hints(b))
+    else:
+        step = functools.partial(_step_numpy, backend_used)
     active = np.arange(b) if max_steps > 0 else np.arange(0)
     while active.size:
         t0 = time.perf_counter()
@@ -207,15 +216,14 @@ def jsma(
         t1 = time.perf_counter()
         t_jac += t1 - t0
         # Images the model already classifies as their target, or with no
-        # admissible pair left, take no step and leave.
-        count, stepped = step(s_t, s_o, domain, done, x_adv, active, delta, clip_min, clip_max, increase)
-        if count < active.size:
-            steps[active[~stepped]] = it
-            active = active[stepped]
+        # admissible pair left, take no step and leave; after max_steps, all.
+        # The step does this bookkeeping too: NumPy calls right after
+        # TensorFlow's pass cost 10-35 us each (cold caches), more than the
+        # search of a batch of small images.
+        active = step(
+            s_t, s_o, domain, done, x_adv, active, steps, it, it + 1 == max_steps, delta, clip_min, clip_max, increase
+        )
         it += 1
-        if it == max_steps:
-            steps[active] = it
-            active = active[:0]
         # Everything after the Jacobian's host copy counts as pair search: the
         # search itself, the domain it needs and the step that updates both.
         t_pair += time.perf_counter() - t1

@@ -30,11 +30,27 @@ def best_pairs_native(target_grad, other_grad, domain, *, increase: bool = True,
     return _ext.best_pairs(st, so, dom, bool(increase), int(threads))
 
 
-def jsma_step(target_grad, other_grad, domain, done, x, rows, delta, lo, hi, increase, threads: int = 0):
-    """JSMA's host step in place (see ``_step_numpy`` in attacks/jsma.py for the same in NumPy):
-    for the active images ``rows`` (gradient row k is image rows[k]) not ``done``, the best pair
-    over the image's domain moves both features of ``x`` by ``delta`` (clipped to [lo, hi]) and
-    leaves the domain.  Returns (images that took a step, bool [K] which)."""
+def new_hints(batch: int) -> np.ndarray:
+    """Empty per-image hints for ``jsma_step``: one array per attack, carried across its steps."""
     if _ext is None:
         raise RuntimeError(f"pair-search backend 'native' is not available: {IMPORT_ERROR}")
-    return _ext.jsma_step(target_grad, other_grad, domain, done, x, rows, float(delta), lo, hi, increase, threads)
+    return np.full((batch, _ext.hint_width), -1, dtype=np.int32)
+
+
+def jsma_step(
+    target_grad, other_grad, domain, done, x, rows, steps, it, last, delta, lo, hi, increase, threads: int = 0, hints=None
+):
+    """Iteration ``it`` of JSMA's host work in place (``_step_numpy`` in attacks/jsma.py is the
+    same in NumPy): for the active images ``rows`` (gradient row k is image rows[k]) not ``done``,
+    the best pair over the image's domain moves both features of ``x`` by ``delta`` (clipped to
+    [lo, hi]) and leaves the domain.  ``steps[rows]`` becomes each image's step count.  Returns
+    the rows still active: those that took a step, none after the ``last`` iteration.
+
+    ``hints`` (from ``new_hints(B)``, updated in place) carries each image's corner filter from
+    one step to the next, so short rows skip the sample that finds it; the pairs are the same
+    with or without it."""
+    if _ext is None:
+        raise RuntimeError(f"pair-search backend 'native' is not available: {IMPORT_ERROR}")
+    return _ext.jsma_step(
+        target_grad, other_grad, domain, done, x, rows, steps, it, last, float(delta), lo, hi, increase, threads, hints
+    )
