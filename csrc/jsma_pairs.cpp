@@ -1182,32 +1182,34 @@ bool top_sigma_row(const float* st, const float* so, const std::uint8_t* dom, st
   return advsal_prunable(2.0 * sigma_out, 2.0 * advsal_abs(sigma_out), 0.0, 0.0, best.score);
 }
 
-// hint: null, or the image's 2 * kCorners hint slots (jsma_step), read and
-// then rewritten for the next iteration (short rows only: on long rows the
-// sample is a small part of the row's cost).
+// hint: null, or the image's 2 * kCorners hint slots (jsma_step): corners
+// carried from the image's previous step, read, then rewritten for its next.
 AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                      Workspace& w, std::int32_t* hint = nullptr) {
   w.gave_up = false;
   AdvsalBest best;
   advsal_best_reset(&best);
-  if (n < kTopMinN) {
-    // Short rows: the previous iteration's corners when there are any, else
-    // the sample's when it says they drop most points, else the plain layers
-    // (pivots, then the sort).
-    Corners corners;
-    if (hint && n >= kCornerMinN && hint_corners(st, so, dom, n, increase, hint, corners) > 0) {
-      std::fill(hint, hint + 2 * kCorners, -1);
-      w.last_path = RowPath::kHintLayers;
-      layers_row(st, so, dom, n, increase, w, best, &corners, hint);
-      // Stale corners that kept too much: the next iteration samples again.
-      if (static_cast<double>(w.flagged) > kCornerMaxShareShort * static_cast<double>(n))
-        std::fill(hint, hint + 2 * kCorners, -1);
-      return best;
-    }
-    if (hint) std::fill(hint, hint + 2 * kCorners, -1);
+  const bool short_row = n < kTopMinN;
+  const double max_share = short_row ? kCornerMaxShareShort : kCornerMaxShare;
+  Corners corners;
+  if (hint && n >= kCornerMinN && hint_corners(st, so, dom, n, increase, hint, corners) > 0) {
+    // The previous step's corners instead of the sample's (a third of a
+    // 784-feature row's cost, ~8% of a 150k one); hints only follow rows the
+    // corners settled, so they are as good unless the gradients moved a lot.
+    std::fill(hint, hint + 2 * kCorners, -1);
+    w.last_path = RowPath::kHintLayers;
+    layers_row(st, so, dom, n, increase, w, best, &corners, hint);
+    // Stale corners that kept too much: the next step samples again.
+    if (static_cast<double>(w.flagged) > max_share * static_cast<double>(n)) std::fill(hint, hint + 2 * kCorners, -1);
+    return best;
+  }
+  if (hint) std::fill(hint, hint + 2 * kCorners, -1);
+  if (short_row) {
+    // Short rows: the sample's corners when it says they drop most points,
+    // else the plain layers (pivots, then the sort).
     if (n >= kCornerMinN) {
       corners = sample_corners(st, so, dom, n, increase, w);
-      if (corners.kept_share <= kCornerMaxShareShort) {
+      if (corners.kept_share <= max_share) {
         w.last_path = RowPath::kCornerLayers;
         layers_row(st, so, dom, n, increase, w, best, &corners, hint);
         return best;
@@ -1217,8 +1219,8 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
     layers_row(st, so, dom, n, increase, w, best, nullptr, hint);
     return best;
   }
-  const Corners corners = sample_corners(st, so, dom, n, increase, w);
-  if (corners.kept_share <= kCornerMaxShare) {
+  corners = sample_corners(st, so, dom, n, increase, w);
+  if (corners.kept_share <= max_share) {
     w.last_path = RowPath::kCornerLayers;
   } else if (top_sigma_row(st, so, dom, n, increase, w, best)) {
     w.last_path = RowPath::kTopSigma;
@@ -1231,8 +1233,10 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
                corners.kept_share);
 #endif
   // Weak corners (the fallbacks) would cost a pass and leave the bucket
-  // filter and the pivots to do the dropping anyway.
-  layers_row(st, so, dom, n, increase, w, best, w.last_path == RowPath::kCornerLayers ? &corners : nullptr);
+  // filter and the pivots to do the dropping anyway; and no hints: the next
+  // step samples again rather than try corners like these.
+  const bool corner = w.last_path == RowPath::kCornerLayers;
+  layers_row(st, so, dom, n, increase, w, best, corner ? &corners : nullptr, corner ? hint : nullptr);
   return best;
 }
 
@@ -1436,7 +1440,7 @@ PYBIND11_MODULE(_jsma_native, m) {
   m.attr("hint_width") = 2 * kCorners;
   m.def("last_path", &last_path_name,
         "How this thread's last solved row was settled: corner_layers (the sample's corners dropped most points "
-        "before the layers), hint_layers (short row in jsma_step: the previous step's corners did), top_sigma, "
+        "before the layers), hint_layers (in jsma_step: the previous step's corners did), top_sigma, "
         "layers_after_top_sigma (the top-sigma search declined or its bound failed), layers_after_give_up (the "
         "outside pass gave up), layers (short row) or none.");
 #ifdef _OPENMP

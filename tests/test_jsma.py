@@ -200,15 +200,17 @@ def _hinted_run(s_t_seq, s_o_seq, x0, hints):
     return x, steps, trail, paths
 
 
-def test_native_step_hints_change_no_pair() -> None:
+@pytest.mark.parametrize("n", [784, 3 * 8192 + 3])  # a short row, and one past the top-sigma threshold
+def test_native_step_hints_change_no_pair(n: int) -> None:
     """The hints carry each image's corners to its next step; whatever they hold (carried from the
     previous step, random indices, out-of-range or repeated ones), the steps are those without."""
     import advsal_bench.pairsearch as ps
 
     if "native" not in ps.available_backends():
         pytest.skip("native extension not built")
+    assert n == 784 or n >= ps._native._ext.top_sigma_min_features
     rng = np.random.default_rng(11)
-    b, n, iters = 6, 784, 12
+    b, iters = 6, 12
     base_t, base_o = rng.normal(size=(b, n)), rng.normal(size=(b, n))
     # Gradients drift a little from step to step, as a model's do while JSMA moves two features.
     s_t = [(base_t + 0.05 * rng.normal(size=(b, n))).astype(np.float32) for _ in range(iters)]
