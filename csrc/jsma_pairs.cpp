@@ -521,18 +521,19 @@ Corners sample_corners(const float* st, const float* so, const std::uint8_t* dom
     m1[b] = std::max(a, v);
     umin[b] = std::min(umin[b], su[i]);
   }
+  // Going down from the highest bucket, branch-free (the branches
+  // mispredicted): an empty bucket changes neither largest v, and r2 only
+  // grows, so a step is where it grows.
   float ga[kCornerBuckets], gb[kCornerBuckets];
   int nc = 0;
   float r1 = -INFINITY, r2 = -INFINITY;
   for (int b = kb - 1; b >= 0; --b) {
-    if (umin[b] == INFINITY) continue;  // empty
-    r2 = std::max(std::min(r1, m1[b]), std::max(r2, m2[b]));
+    const float n2 = std::max(std::min(r1, m1[b]), std::max(r2, m2[b]));
     r1 = std::max(r1, m1[b]);
-    if (r2 > -INFINITY && (nc == 0 || r2 > gb[nc - 1])) {
-      ga[nc] = umin[b];
-      gb[nc] = r2;
-      ++nc;
-    }
+    ga[nc] = umin[b];
+    gb[nc] = n2;
+    nc += n2 > r2;
+    r2 = n2;
   }
   for (int k = 0; k < std::min(nc, kCorners); ++k) {
     // Evenly spread over the staircase when it has more steps than slots.
