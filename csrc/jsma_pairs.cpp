@@ -599,9 +599,10 @@ void pick_hints(const Workspace& w, std::int32_t* hint) {
 // Writes the hints for the next iteration: pairs of points on the staircase
 // of the points swept (su, sv, sidx at the positions of seq0 and seq1, merged
 // in sweep order), without p and q, which leave the domain with this step.
-// Walking in sweep order (u descending), the two largest v so far are two
-// points left of nothing swept later; each time the second largest grows,
-// the pair is a corner.  kCorners of them, evenly spread, are kept.
+// Walking in sweep order (u descending), the two points with the largest v
+// so far have a u no smaller than any point swept later; each time the
+// second largest v grows, the two make a corner.  kCorners of them, evenly
+// spread, are kept.
 void write_hints(const float* sv, const std::int64_t* sidx, const std::int32_t* seq0, std::int64_t n0,
                  const std::int32_t* seq1, std::int64_t n1, advsal_i64 p, advsal_i64 q, Workspace& w,
                  std::int32_t* hint) {
