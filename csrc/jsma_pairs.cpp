@@ -130,10 +130,8 @@ struct Workspace {
   std::vector<float> cu_s, cv_s;
   // bucket filter: per bucket of u, the two largest v
   std::vector<float> bm1, bm2, bthr;
-  // the staircase steps write_hints picks from
+  // the staircase steps pick_hints picks from
   std::vector<std::pair<std::int32_t, std::int32_t>> hint_steps;
-  // points the last layers_row flagged (before the bucket filter)
-  std::int64_t flagged = 0;
 };
 
 inline std::uint32_t float_key(float f) {
@@ -578,9 +576,30 @@ int hint_corners(const float* st, const float* so, const std::uint8_t* dom, std:
     c.b[nc] = std::min(v1, v2);
     ++nc;
   }
-  c.kept_share = 0.0;  // unknown: the caller judges the hints by what the pass keeps
   return nc;
 }
+
+// The two largest v pushed so far, with their features (-1: none yet): two
+// points that make a corner for everything left of and below both.
+struct TopTwo {
+  float m1 = 0.0f, m2 = 0.0f;
+  std::int32_t i1 = -1, i2 = -1;
+  // True when the two changed and both exist: a new step of the staircase.
+  bool push(float v, std::int32_t i) {
+    if (i1 < 0 || v > m1) {
+      m2 = m1;
+      i2 = i1;
+      m1 = v;
+      i1 = i;
+    } else if (i2 < 0 || v > m2) {
+      m2 = v;
+      i2 = i;
+    } else {
+      return false;
+    }
+    return i2 >= 0;
+  }
+};
 
 // Writes kCorners of the staircase steps in w.hint_steps, evenly spread, as hints.
 void pick_hints(const Workspace& w, std::int32_t* hint) {
@@ -607,25 +626,11 @@ void write_hints(const float* sv, const std::int64_t* sidx, const std::int32_t* 
                  const std::int32_t* seq1, std::int64_t n1, advsal_i64 p, advsal_i64 q, Workspace& w,
                  std::int32_t* hint) {
   w.hint_steps.clear();
-  float m1 = 0.0f, m2 = 0.0f;
-  std::int32_t i1 = -1, i2 = -1;
+  TopTwo top;
   for (std::int64_t a = 0, b = 0; a < n0 || b < n1;) {
     const std::int32_t k = (b >= n1 || (a < n0 && seq0[a] < seq1[b])) ? seq0[a++] : seq1[b++];
     if (sidx[k] == p || sidx[k] == q) continue;
-    const float v = sv[k];
-    const std::int32_t i = static_cast<std::int32_t>(sidx[k]);
-    if (i1 < 0 || v > m1) {
-      m2 = m1;
-      i2 = i1;
-      m1 = v;
-      i1 = i;
-    } else if (i2 < 0 || v > m2) {
-      m2 = v;
-      i2 = i;
-    } else {
-      continue;
-    }
-    if (i2 >= 0) w.hint_steps.push_back({i1, i2});
+    if (top.push(sv[k], static_cast<std::int32_t>(sidx[k]))) w.hint_steps.push_back({top.i1, top.i2});
   }
   pick_hints(w, hint);
 }
@@ -733,70 +738,37 @@ double direct_top(const float* u, const float* v, std::int64_t m, std::int64_t* 
 // two points right of every lower bucket, so each bucket that changes them
 // gives a corner.  The same staircase as write_hints', at bucket resolution.
 void direct_hints(const float* u, const float* v, const std::int64_t* idx, std::int64_t m, advsal_i64 p,
-                  advsal_i64 q, std::int32_t* hint) {
+                  advsal_i64 q, Workspace& w, std::int32_t* hint) {
   float lo = FLT_MAX, hi = -FLT_MAX;
   for (std::int64_t k = 0; k < m; ++k) {
     lo = std::min(lo, u[k]);
     hi = std::max(hi, u[k]);
   }
-  std::fill(hint, hint + 2 * kCorners, -1);
   const float width = hi - lo;
-  if (!(width > 0.0f) || !std::isfinite(width)) return;
+  if (!(width > 0.0f) || !std::isfinite(width)) return;  // the caller's -1s stay: no hints
   const float scale = static_cast<float>(kCorners) / width * (1.0f - 4.0f * FLT_EPSILON);
-  float b1[kCorners], b2[kCorners];
-  std::int32_t i1[kCorners], i2[kCorners];
-  std::fill(b1, b1 + kCorners, -INFINITY);
-  std::fill(b2, b2 + kCorners, -INFINITY);
-  std::fill(i1, i1 + kCorners, -1);
-  std::fill(i2, i2 + kCorners, -1);
+  TopTwo bucket[kCorners];
   for (std::int64_t k = 0; k < m; ++k) {
     if (idx[k] == p || idx[k] == q) continue;  // they leave the domain with this step
     const int b = std::min(kCorners - 1, static_cast<int>((u[k] - lo) * scale));
-    const float x = v[k];
-    const std::int32_t at = static_cast<std::int32_t>(idx[k]);
-    if (i1[b] < 0 || x > b1[b]) {
-      b2[b] = b1[b];
-      i2[b] = i1[b];
-      b1[b] = x;
-      i1[b] = at;
-    } else if (i2[b] < 0 || x > b2[b]) {
-      b2[b] = x;
-      i2[b] = at;
-    }
+    bucket[b].push(v[k], static_cast<std::int32_t>(idx[k]));
   }
-  float m1 = -INFINITY, m2 = -INFINITY;
-  std::int32_t r1 = -1, r2 = -1;
-  int nc = 0;
+  w.hint_steps.clear();
+  TopTwo top;
   for (int b = kCorners - 1; b >= 0; --b) {
     bool grew = false;
-    for (int t = 0; t < 2; ++t) {
-      const std::int32_t at = t ? i2[b] : i1[b];
-      const float x = t ? b2[b] : b1[b];
-      if (at < 0) continue;
-      if (r1 < 0 || x > m1) {
-        m2 = m1;
-        r2 = r1;
-        m1 = x;
-        r1 = at;
-        grew = r2 >= 0;
-      } else if (r2 < 0 || x > m2) {
-        m2 = x;
-        r2 = at;
-        grew = true;
-      }
-    }
-    if (grew) {
-      hint[2 * nc] = r1;
-      hint[2 * nc + 1] = r2;
-      ++nc;
-    }
+    if (bucket[b].i1 >= 0) grew |= top.push(bucket[b].m1, bucket[b].i1);
+    if (bucket[b].i2 >= 0) grew |= top.push(bucket[b].m2, bucket[b].i2);
+    if (grew) w.hint_steps.push_back({top.i1, top.i2});
   }
+  pick_hints(w, hint);
 }
 
 // The Pareto-layer search: exact on any input; `best` may arrive seeded.
 // With hint_out, the next iteration's corners are written there (the caller
-// fills it with -1 first: rows that end early leave none).
-void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
+// fills it with -1 first: rows that end early leave none).  Returns the
+// points the flag pass kept (before the bucket filter).
+std::int64_t layers_row(const float* st, const float* so, const std::uint8_t* dom, std::int64_t n, bool increase,
                 Workspace& w, AdvsalBest& best, const Corners* corners, std::int32_t* hint_out = nullptr) {
 #ifdef ADVSAL_PROFILE
   auto _t0 = std::chrono::steady_clock::now();
@@ -849,17 +821,17 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   // every row shape measured (28x28 to 224x224x3 JSMA rows); after it the
   // pivots rarely drop enough to pay for their passes when the corners have
   // already run (measured on 224x224x3 CNN rows: 2.8k -> 2.7k for 40 us).
-  w.flagged = m0;
+  const std::int64_t flagged = m0;
   if (m0 > kBruteForceCandidates) m0 = bucket_filter(w, m0);
   PROF("compact");
-  if (m0 < 2) return;
+  if (m0 < 2) return flagged;
   if (m0 <= kDirectMax) {
     std::int64_t pos[2];
     const double top = direct_top(w.u.data(), w.v.data(), m0, pos);
     if (pos[0] >= 0) advsal_offer(&best, top, w.idx[pos[0]], w.idx[pos[1]]);
     PROF("direct");
-    if (hint_out) direct_hints(w.u.data(), w.v.data(), w.idx.data(), m0, best.p, best.q, hint_out);
-    return;
+    if (hint_out) direct_hints(w.u.data(), w.v.data(), w.idx.data(), m0, best.p, best.q, w, hint_out);
+    return flagged;
   }
   if (!corners && m0 > kBruteForceCandidates) {
     const Pivots piv = pick_pivots(w, m0);
@@ -905,7 +877,7 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   }
   const std::int64_t m = n0 + n1;
   PROF("sweep");
-  if (m < 2) return;
+  if (m < 2) return flagged;
   if (static_cast<std::int64_t>(w.dl.size()) < m) {  // grow only: no re-zeroing per row
     w.dl.resize(m);
     w.cu.resize(m);
@@ -942,6 +914,7 @@ void layers_row(const float* st, const float* so, const std::uint8_t* dom, std::
   search_sorted(w.dl.data(), w.cu.data(), w.cv.data(), w.ci.data(), m, best);
   PROF("search");
   if (hint_out) write_hints(sv, sidx, seq0, n0, seq1, n1, best.p, best.q, w, hint_out);
+  return flagged;
 }
 
 // Top-sigma search.  Split the domain by T = {sigma >= tau}: a pair with both
@@ -1194,18 +1167,19 @@ AdvsalBest solve_row(const float* st, const float* so, const std::uint8_t* dom, 
   const bool short_row = n < kTopMinN;
   const double max_share = short_row ? kCornerMaxShareShort : kCornerMaxShare;
   Corners corners;
-  if (hint && n >= kCornerMinN && hint_corners(st, so, dom, n, increase, hint, corners) > 0) {
+  const bool hinted = hint && n >= kCornerMinN && hint_corners(st, so, dom, n, increase, hint, corners) > 0;
+  // Read; from here on the slots hold what this row leaves for the next step.
+  if (hint) std::fill(hint, hint + 2 * kCorners, -1);
+  if (hinted) {
     // The previous step's corners instead of the sample's (a third of a
     // 784-feature row's cost, ~8% of a 150k one); hints only follow rows the
     // corners settled, so they are as good unless the gradients moved a lot.
-    std::fill(hint, hint + 2 * kCorners, -1);
     w.last_path = RowPath::kHintLayers;
-    layers_row(st, so, dom, n, increase, w, best, &corners, hint);
+    const std::int64_t flagged = layers_row(st, so, dom, n, increase, w, best, &corners, hint);
     // Stale corners that kept too much: the next step samples again.
-    if (static_cast<double>(w.flagged) > max_share * static_cast<double>(n)) std::fill(hint, hint + 2 * kCorners, -1);
+    if (static_cast<double>(flagged) > max_share * static_cast<double>(n)) std::fill(hint, hint + 2 * kCorners, -1);
     return best;
   }
-  if (hint) std::fill(hint, hint + 2 * kCorners, -1);
   if (short_row) {
     // Short rows: the sample's corners when it says they drop most points,
     // else the plain layers (pivots, then the sort).
