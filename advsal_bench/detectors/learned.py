@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import DetectorConfig
-from .distribute import run_batched
-from .models import build_model
-from .models.residual import with_image_residual
-from .training import train_model
+from ..config import DetectorConfig
+from ..distribute import run_batched
+from ..models import build_model
+from ..models.residual import with_image_residual
+from ..training import train_model
 
 
 def detector_input(inputs: Sequence[str], image: np.ndarray, saliency: np.ndarray | None) -> np.ndarray:
