@@ -1,91 +1,41 @@
 """advsal_bench: detecting adversarial examples with saliency maps, as a benchmark harness.
 
-Public API (lazy, so ``import advsal_bench`` stays cheap):
-    load_config, run_suite, best_pairs, available_backends
+The public API, imported on first use so that ``import advsal_bench`` stays cheap and changes no
+process state (no environment variable, no file descriptor; the CLI quiets TensorFlow for itself):
+
+- ``advsal_bench.attacks.<name>(model, x, *, y=None, **params)`` -> ``AttackResult``
+- ``advsal_bench.saliency_map(model, x, *, abs=False)`` -> NumPy saliency maps
+- ``advsal_bench.detectors``: detector objects with ``fit(x_clean, x_adv, *, model)`` and ``score(x)``
+- ``advsal_bench.load_config(path)``, ``advsal_bench.run_suite(cfg, output_dir)``
+- ``advsal_bench.best_pairs``, ``advsal_bench.available_backends`` (JSMA's pair search; no TensorFlow needed)
 """
 from __future__ import annotations
 
-import os as _os
+import importlib
 
 __version__ = "0.1.0"
 
-# TensorFlow's C++ chatter (CPU feature notes, tf.data graph-version notices logged as errors)
-# would bury our one-line messages; Python exceptions still carry every real failure.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+__all__ = ["attacks", "detectors", "saliency_map", "load_config", "run_suite", "best_pairs",
+           "available_backends", "__version__"]
 
-# TF's C++ startup notices that bypass TF_CPP_MIN_LOG_LEVEL (TF 2.21 logs them through absl before
-# absl::InitializeLog, straight to fd 2): "oneDNN custom operations are on" on CPUs where oneDNN is
-# on by default (AVX-512 machines), each after absl's preamble line.
-_TF_IMPORT_NOTICES = (
-    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-    b"] oneDNN custom operations are on.",
-)
-
-
-def _import_tensorflow():
-    """Import TF with its startup notices dropped unless TF_CPP_MIN_LOG_LEVEL asks for INFO logs.
-
-    Only the lines above are dropped; anything else TF writes while importing is passed through
-    as it comes (a pipe and a thread, so a crash mid-import still shows what was printed).
-    """
-    if _os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
-        import tensorflow
-        return tensorflow
-    import sys
-    import threading
-
-    try:
-        sys.stderr.flush()
-        saved = _os.dup(2)
-        read_end, write_end = _os.pipe()
-    except OSError:  # no usable fd 2 (embedded interpreters): import as is
-        import tensorflow
-        return tensorflow
-
-    def pump() -> None:
-        with _os.fdopen(read_end, "rb") as src:
-            for line in src:
-                if not any(n in line for n in _TF_IMPORT_NOTICES):
-                    _os.write(saved, line)
-
-    thread = threading.Thread(target=pump, name="advsal-tf-import-stderr", daemon=True)
-    thread.start()
-    _os.dup2(write_end, 2)
-    _os.close(write_end)
-    try:
-        import tensorflow
-    finally:
-        try:
-            sys.stderr.flush()
-        finally:
-            _os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF
-            thread.join(timeout=10)
-            _os.close(saved)
-    return tensorflow
-
-
-try:
-    _import_tensorflow()
-except ImportError as _exc:  # pragma: no cover - exercised only without TF
-    raise ImportError(
-        "advsal_bench needs TensorFlow 2 with Keras 3: install it with "
-        "`pip install 'advsal_bench[cpu]'` (CPU) or `pip install 'advsal_bench[gpu]'` (CUDA GPUs)"
-    ) from _exc
-
-__all__ = ["load_config", "run_suite", "best_pairs", "available_backends", "__version__"]
+_LAZY = {
+    "load_config": ("config", "load_config"),
+    "run_suite": ("suite", "run_suite"),
+    "saliency_map": ("saliency", "saliency_map"),
+    "best_pairs": ("pairsearch", "best_pairs"),
+    "available_backends": ("pairsearch", "available_backends"),
+}
+_SUBMODULES = ("attacks", "detectors")
 
 
 def __getattr__(name: str):
-    if name == "load_config":
-        from .config import load_config
-
-        return load_config
-    if name == "run_suite":
-        from .suite import run_suite
-
-        return run_suite
-    if name in ("best_pairs", "available_backends"):
-        from . import pairsearch
-
-        return getattr(pairsearch, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     raise AttributeError(f"module 'advsal_bench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

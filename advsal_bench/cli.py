@@ -95,12 +95,19 @@ def _launch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The CLI's own process: TF's C++ chatter (CPU feature notes, tf.data notices logged as errors)
+    # would bury its one-line messages. Library users keep TF's settings; this is the CLI's choice.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        from ._tf_quiet import import_tensorflow
+
+        import_tensorflow()
         from .config import config_to_yaml, load_config
         from .errors import InputError
     except ImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from ._tf_quiet import INSTALL_HINT
+
+        print(f"error: {INSTALL_HINT} ({exc})", file=sys.stderr)
         return 1
     try:
         if args.command == "bench":

@@ -1,23 +1,71 @@
-"""Installation-level behaviour: the import-time TensorFlow check and the package layout."""
+"""Installation-level behaviour: what importing the package does and does not do, and the CLI's TF import."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_import_without_tensorflow_names_the_extra():
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=ROOT)
+
+
+def test_import_changes_no_environment_variable_and_no_file_descriptor():
+    code = """
+import os, sys
+before_env = dict(os.environ)
+before_fds = sorted(os.listdir('/proc/self/fd'))
+import advsal_bench
+after_fds = sorted(os.listdir('/proc/self/fd'))
+assert dict(os.environ) == before_env, set(os.environ.items()) ^ set(before_env.items())
+assert after_fds == before_fds, (before_fds, after_fds)
+assert 'tensorflow' not in sys.modules
+print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = _python(code, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None"
+
+
+def test_pairsearch_imports_and_searches_without_tensorflow():
     # sys.modules[...] = None makes `import tensorflow` fail as if it were not installed.
-    code = "import sys; sys.modules['tensorflow'] = None\nimport advsal_bench"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    code = """
+import sys; sys.modules['tensorflow'] = None
+import numpy as np
+import advsal_bench.pairsearch as ps
+s_t = np.array([[1.0, 2.0, -0.5]]); s_o = np.array([[-3.0, -1.0, 2.0]])
+p, q, v = ps.best_pairs(s_t, s_o, np.ones((1, 3), bool), backend='numpy')
+print(int(p[0]), int(q[0]))
+"""
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    # alpha = s_t[p] + s_t[q] > 0, beta = s_o[p] + s_o[q] < 0: only (0, 1) qualifies (alpha 3, beta -4).
+    assert proc.stdout.split() == ["0", "1"]
+
+
+def test_cli_without_tensorflow_names_the_extra():
+    code = "import sys; sys.modules['tensorflow'] = None\nfrom advsal_bench.cli import main\nsys.exit(main(['validate', 'configs/quick.yaml']))"
+    proc = _python(code)
+    assert proc.returncode == 1
     assert "pip install 'advsal_bench[cpu]'" in proc.stderr and "[gpu]" in proc.stderr
 
 
-def test_public_api_is_lazy_and_complete():
+def test_public_api_names_resolve_on_first_use():
     import advsal_bench
 
     assert callable(advsal_bench.load_config) and callable(advsal_bench.run_suite)
     assert "numpy" in advsal_bench.available_backends()
+    try:
+        advsal_bench.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("an unknown attribute must raise AttributeError")
 
 
 _FAKE_TF = '''import os
@@ -27,27 +75,23 @@ os.write(2, b"a real problem while importing\\n")
 '''
 
 
-def _import_with_fake_tf(tmp_path, level: str) -> list[str]:
-    """Imports advsal_bench in a subprocess whose `tensorflow` writes TF 2.21's startup notices to fd 2."""
-    import os
-    from pathlib import Path
-
+def _cli_tf_import_with_fake_tf(tmp_path, level: str) -> list[str]:
+    """The CLI's TF import in a subprocess whose `tensorflow` writes TF 2.21's start-up notices to fd 2."""
     (tmp_path / "tensorflow").mkdir()
     (tmp_path / "tensorflow" / "__init__.py").write_text(_FAKE_TF)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}", "TF_CPP_MIN_LOG_LEVEL": level}
-    code = "import sys, advsal_bench; print('imported', file=sys.stderr)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "TF_CPP_MIN_LOG_LEVEL": level}
+    code = "import sys\nfrom advsal_bench._tf_quiet import import_tensorflow\nimport_tensorflow()\nprint('imported', file=sys.stderr)"
+    proc = _python(code, env)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr.splitlines()
 
 
-def test_tensorflow_startup_notices_are_dropped_and_everything_else_kept(tmp_path):
+def test_cli_drops_tensorflow_startup_notices_and_keeps_everything_else(tmp_path):
     # On AVX-512 CPUs TF 2.21 prints the oneDNN notice at import whatever TF_CPP_MIN_LOG_LEVEL says,
     # which would turn every one-line error of the CLI into five lines.
-    assert _import_with_fake_tf(tmp_path, "3") == ["a real problem while importing", "imported"]
+    assert _cli_tf_import_with_fake_tf(tmp_path, "3") == ["a real problem while importing", "imported"]
 
 
-def test_tensorflow_startup_notices_stay_when_info_logs_are_asked_for(tmp_path):
-    lines = _import_with_fake_tf(tmp_path, "0")
+def test_cli_keeps_tensorflow_startup_notices_when_info_logs_are_asked_for(tmp_path):
+    lines = _cli_tf_import_with_fake_tf(tmp_path, "0")
     assert len(lines) == 4 and "oneDNN custom operations are on" in lines[1]
