@@ -32,7 +32,7 @@ EXPERIMENTS = ("table1", "eps_generalization", "attack_generalization", "gradcam
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
-def _f(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
+def param(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for defaults")
     return field(default=default, metadata=checks)
@@ -40,61 +40,61 @@ def _f(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = _f("mnist", choices=DATASET_NAMES)
-    source: str = _f("sample", choices=DATA_SOURCES)
-    path: str | None = _f(None)
-    train_size: int | None = _f(None, gt=0)
-    test_size: int | None = _f(None, gt=0)
-    image_size: int = _f(224, gt=0)
-    classes: tuple[str, ...] | None = _f(None, nonempty=True)
+    name: str = param("mnist", choices=DATASET_NAMES)
+    source: str = param("sample", choices=DATA_SOURCES)
+    path: str | None = param(None)
+    train_size: int | None = param(None, gt=0)
+    test_size: int | None = param(None, gt=0)
+    image_size: int = param(224, gt=0)
+    classes: tuple[str, ...] | None = param(None, nonempty=True)
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    arch: str | None = _f(None, model=True)
-    epochs: int = _f(10, ge=0)
-    batch_size: int = _f(128, gt=0)
-    learning_rate: float = _f(1e-3, gt=0)
-    lr_decay_epochs: tuple[int, ...] = _f((), gt=0)
-    lr_decay_factor: float = _f(0.1, gt=0, le=1)
-    path: str | None = _f(None)
-    weights: str | None = _f(None)
+    arch: str | None = param(None, model=True)
+    epochs: int = param(10, ge=0)
+    batch_size: int = param(128, gt=0)
+    learning_rate: float = param(1e-3, gt=0)
+    lr_decay_epochs: tuple[int, ...] = param((), gt=0)
+    lr_decay_factor: float = param(0.1, gt=0, le=1)
+    path: str | None = param(None)
+    weights: str | None = param(None)
 
 
 @dataclass(frozen=True)
 class FGSMConfig:
     type: str = "fgsm"
-    eps: tuple[float, ...] = _f((0.1, 0.2, 0.3), ge=0, nonempty=True)
-    batch_size: int = _f(256, gt=0)
+    eps: tuple[float, ...] = param((0.1, 0.2, 0.3), ge=0, nonempty=True)
+    batch_size: int = param(256, gt=0)
 
 
 @dataclass(frozen=True)
 class IFGSMLinfConfig:
     type: str = "ifgsm_linf"
-    eps: tuple[float, ...] = _f((0.1, 0.2, 0.3), ge=0, nonempty=True)
-    steps: int = _f(10, gt=0)
-    alpha: float | None = _f(None, gt=0)
-    batch_size: int = _f(256, gt=0)
+    eps: tuple[float, ...] = param((0.1, 0.2, 0.3), ge=0, nonempty=True)
+    steps: int = param(10, gt=0)
+    alpha: float | None = param(None, gt=0)
+    batch_size: int = param(256, gt=0)
 
 
 @dataclass(frozen=True)
 class IFGSML2Config:
     type: str = "ifgsm_l2"
-    eps: tuple[float, ...] = _f((1.0, 2.0, 3.0), ge=0, nonempty=True)
-    steps: int = _f(10, gt=0)
-    alpha: float | None = _f(None, gt=0)
-    batch_size: int = _f(256, gt=0)
+    eps: tuple[float, ...] = param((1.0, 2.0, 3.0), ge=0, nonempty=True)
+    steps: int = param(10, gt=0)
+    alpha: float | None = param(None, gt=0)
+    batch_size: int = param(256, gt=0)
 
 
 @dataclass(frozen=True)
 class JSMAConfig:
     type: str = "jsma"
-    theta: float = _f(1.0, gt=0, le=1)
-    gamma: float = _f(0.1, gt=0, le=1)
-    target: Union[int, str] = _f("random", target=True)
+    theta: float = param(1.0, gt=0, le=1)
+    gamma: float = param(0.1, gt=0, le=1)
+    target: Union[int, str] = param("random", target=True)
     increase: bool = True
-    backend: str = _f("auto", choices=("auto", "numpy", "native", "cupy", "reference"))
-    batch_size: int = _f(64, gt=0)
+    backend: str = param("auto", choices=("auto", "numpy", "native", "cupy", "reference"))
+    batch_size: int = param(64, gt=0)
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,12 @@ class CWL2Config:
     """Carlini & Wagner L2: no eps, it finds the smallest perturbation it can."""
 
     type: str = "cw_l2"
-    kappa: float = _f(0.0, ge=0)
-    c_init: float = _f(1.0, gt=0)
-    binary_search_steps: int = _f(5, gt=0)
-    steps: int = _f(100, gt=0)
-    learning_rate: float = _f(5e-2, gt=0)
-    batch_size: int = _f(256, gt=0)
+    kappa: float = param(0.0, ge=0)
+    c_init: float = param(1.0, gt=0)
+    binary_search_steps: int = param(5, gt=0)
+    steps: int = param(100, gt=0)
+    learning_rate: float = param(5e-2, gt=0)
+    batch_size: int = param(256, gt=0)
 
 
 ATTACK_CONFIGS: dict[str, type] = {
@@ -125,72 +125,72 @@ EPS_FREE_ATTACKS = ("jsma", "cw_l2")
 class AdversarialConfig:
     """How many train/test images get adversarial versions (null: all of the split)."""
 
-    train_size: int | None = _f(None, gt=0)
-    test_size: int | None = _f(None, gt=0)
+    train_size: int | None = param(None, gt=0)
+    test_size: int | None = param(None, gt=0)
     # Crafted images are stored in chunks of this many, so a killed run resumes at the last full chunk.
-    chunk_size: int = _f(1024, gt=0)
+    chunk_size: int = param(1024, gt=0)
     # Clean images D never trains on, for thresholds chosen before test data is seen (tpr_at_5_fpr):
     # taken from the test images beyond test_size, else from the train images beyond train_size.
-    validation_size: int = _f(500, ge=0)
+    validation_size: int = param(500, ge=0)
 
 
 @dataclass(frozen=True)
 class EpsilonSelectionConfig:
-    max_accuracy: float = _f(0.30, ge=0, le=1)
+    max_accuracy: float = param(0.30, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class SaliencyConfig:
-    method: str = _f("gradient", choices=("gradient",))
+    method: str = param("gradient", choices=("gradient",))
     abs: bool = False
     # "none" measured best for the [image, saliency] detector (README, "Saliency scale").
-    normalize: str = _f("none", choices=("none", "per_image", "global"))
+    normalize: str = param("none", choices=("none", "per_image", "global"))
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    arch: str | None = _f(None, model=True)
-    inputs: tuple[str, ...] = _f(("image", "saliency"), choices=DETECTOR_INPUTS, nonempty=True, unique=True)
-    epochs: int = _f(10, ge=0)
-    batch_size: int = _f(128, gt=0)
-    learning_rate: float = _f(1e-4, gt=0)
+    arch: str | None = param(None, model=True)
+    inputs: tuple[str, ...] = param(("image", "saliency"), choices=DETECTOR_INPUTS, nonempty=True, unique=True)
+    epochs: int = param(10, ge=0)
+    batch_size: int = param(128, gt=0)
+    learning_rate: float = param(1e-4, gt=0)
     # arch metzen_d only: the layer of f whose activations the detector reads (null: the arch's default).
-    layer: str | None = _f(None)
+    layer: str | None = param(None)
     # highpass: D sees the image's fixed high-pass residual instead of its pixels (models/residual.py);
     # none: the pixels, as in the paper.
-    image_filter: str = _f("none", choices=("none", "highpass"))
+    image_filter: str = param("none", choices=("none", "highpass"))
 
 
 @dataclass(frozen=True)
 class MetzenAdaptiveConfig:
     """Metzen et al.'s attack on f + D; sigma weighs D's gradient against f's."""
 
-    sigma: tuple[float, ...] = _f((0.0, 0.5, 1.0), ge=0, le=1, nonempty=True, unique=True)
-    steps: int = _f(10, gt=0)
+    sigma: tuple[float, ...] = param((0.0, 0.5, 1.0), ge=0, le=1, nonempty=True, unique=True)
+    steps: int = param(10, gt=0)
     # null: the selected eps and norm of the attack D was fit on (an l_inf attack's for jsma and cw_l2).
-    eps: float | None = _f(None, gt=0)
-    norm: str = _f("auto", choices=("auto", "linf", "l2"))
+    eps: float | None = param(None, gt=0)
+    norm: str = param("auto", choices=("auto", "linf", "l2"))
 
 
 @dataclass(frozen=True)
 class CWDetectorAdaptiveConfig:
-    kappa: float = _f(0.0, ge=0)
-    c: float = _f(1.0, gt=0)
-    steps: int = _f(100, gt=0)
-    learning_rate: float = _f(5e-2, gt=0)
+    kappa: float = param(0.0, ge=0)
+    c: float = param(1.0, gt=0)
+    steps: int = param(100, gt=0)
+    learning_rate: float = param(5e-2, gt=0)
 
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
     """White-box attacks on f and D together, run against each Table 1 detector."""
 
-    attacks: tuple[str, ...] = _f((), choices=("metzen", "cw_detector"), unique=True)
-    detectors: tuple[str, ...] | None = _f(None, nonempty=True)
-    test_size: int = _f(200, gt=0)
-    batch_size: int = _f(100, gt=0)
+    attacks: tuple[str, ...] = param((), choices=("metzen", "cw_detector"), unique=True)
+    detectors: tuple[str, ...] | None = param(None, nonempty=True)
+    test_size: int = param(200, gt=0)
+    batch_size: int = param(100, gt=0)
     # Gradient through the saliency map from a softplus(beta*z)/beta copy of f (null: f's own, which is
     # exactly zero almost everywhere for ReLU nets: gradient masking, not robustness).
-    surrogate_beta: float | None = _f(30.0, gt=0)
+    surrogate_beta: float | None = param(30.0, gt=0)
     metzen: MetzenAdaptiveConfig = MetzenAdaptiveConfig()
     cw_detector: CWDetectorAdaptiveConfig = CWDetectorAdaptiveConfig()
 
@@ -199,29 +199,29 @@ class AdaptiveConfig:
 class GradCAMConfig:
     """Layers for the Grad-CAM analysis (null: a shallow, a middle and a deep layer of f)."""
 
-    layers: tuple[str, ...] | None = _f(None, nonempty=True)
-    images: int = _f(4, gt=0, le=32)
+    layers: tuple[str, ...] | None = param(None, nonempty=True)
+    images: int = param(4, gt=0, le=32)
 
 
 @dataclass(frozen=True)
 class DistributeConfig:
-    strategy: str = _f("auto", choices=STRATEGIES)
-    devices: Union[int, tuple[str, ...], None] = _f(None)
-    cpu_devices: int | None = _f(None, gt=0)
-    cluster_resolver: str = _f("tf_config", choices=("tf_config", "slurm"))
+    strategy: str = param("auto", choices=STRATEGIES)
+    devices: Union[int, tuple[str, ...], None] = param(None)
+    cpu_devices: int | None = param(None, gt=0)
+    cluster_resolver: str = param("tf_config", choices=("tf_config", "slurm"))
     # multi_worker: seconds without a heartbeat before a peer counts as lost, and how long workers wait
     # for each other at start-up (null: env ADVSAL_HEARTBEAT_TIMEOUT / ADVSAL_CLUSTER_TIMEOUT, else 10 / 300).
-    heartbeat_timeout: float | None = _f(None, gt=0)
-    join_timeout: float | None = _f(None, gt=0)
+    heartbeat_timeout: float | None = param(None, gt=0)
+    join_timeout: float | None = param(None, gt=0)
     # How f and D train: 'fit' (Keras model.fit), 'custom' (advsal_bench.training's loop, the same
     # arithmetic for 1 and N replicas), 'auto' (custom across workers, where model.fit cannot run, else fit).
-    train_loop: str = _f("auto", choices=("auto", "fit", "custom"))
+    train_loop: str = param("auto", choices=("auto", "fit", "custom"))
 
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    name: str = _f(dataclasses.MISSING, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = _f(0, ge=0)
+    name: str = param(dataclasses.MISSING, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = param(0, ge=0)
     dataset: DatasetConfig = DatasetConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     attacks: Mapping[str, AttackConfig] = field(default_factory=lambda: types.MappingProxyType({"fgsm": FGSMConfig()}))
@@ -231,7 +231,7 @@ class SuiteConfig:
     detectors: Mapping[str, DetectorConfig] = field(
         default_factory=lambda: types.MappingProxyType({"image_saliency": DetectorConfig()})
     )
-    experiments: tuple[str, ...] = _f(("table1",), choices=EXPERIMENTS, nonempty=True, unique=True)
+    experiments: tuple[str, ...] = param(("table1",), choices=EXPERIMENTS, nonempty=True, unique=True)
     gradcam: GradCAMConfig = GradCAMConfig()
     adaptive: AdaptiveConfig = AdaptiveConfig()
     distribute: DistributeConfig = DistributeConfig()
