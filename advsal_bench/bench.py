@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .attacks import fgsm, ifgsm_l2, ifgsm_linf
+from .attacks import ATTACKS
 from .attacks.ifgsm import default_alpha
 from .config import DistributeConfig
-from .distribute import describe, get_strategy, run_batched
+from .distribute import Runner, describe, get_strategy
 from .models import build_model
 from .saliency import gradient_saliency
 
@@ -122,32 +122,27 @@ def workloads(
     def model_fn(t: tf.Tensor) -> tf.Tensor:
         return model(t, training=False)
 
+    # The run's runner, as the pipeline has it: each stage's function is traced once for all repeats.
+    runner = Runner(strategy)
     out: list[Workload] = []
     for batch in batches:
-        if "fgsm" in stages:
-            def fgsm_step(t, eps):
-                return fgsm(model_fn, t, eps=eps)
-            out.append(Workload("fgsm", batch, n,
-                                lambda b=batch: run_batched(strategy, fgsm_step, [x], batch_size=b, constants=(0.1,)),
-                                _over_batches(_minimal_fgsm(model), x, batch, 0.1)))
-        for name, attack, norm, eps in (("ifgsm_linf", ifgsm_linf, np.inf, 0.1), ("ifgsm_l2", ifgsm_l2, 2, 2.0)):
+        for name, norm, eps in (("fgsm", np.inf, 0.1), ("ifgsm_linf", np.inf, 0.1), ("ifgsm_l2", 2, 2.0)):
             if name not in stages:
                 continue
-            alpha = default_alpha(eps, steps)
-
-            def step(t, e, a, attack=attack):
-                return attack(model_fn, t, eps=e, alpha=a, steps=steps)
-            out.append(Workload(name, batch, n,
-                                lambda b=batch, step=step, e=eps, a=alpha: run_batched(strategy, step, [x], batch_size=b,
-                                                                                       constants=(e, a)),
-                                _over_batches(_minimal_ifgsm(model, norm, steps), x, batch, eps, alpha)))
+            spec = ATTACKS.get(name)
+            cfg = spec.config(**({} if name == "fgsm" else {"steps": steps}), batch_size=batch)
+            craft = spec.crafter(cfg, model_fn, runner)
+            minimal = _minimal_fgsm(model) if name == "fgsm" else _minimal_ifgsm(model, norm, steps)
+            consts = (eps,) if name == "fgsm" else (eps, default_alpha(eps, steps))
+            out.append(Workload(name, batch, n, lambda craft=craft, e=eps: craft(x, None, eps=e),
+                                _over_batches(minimal, x, batch, *consts)))
         if "saliency" in stages:
             def sal_step(t):
                 return gradient_saliency(model_fn, t)
-            out.append(Workload("saliency", batch, n, lambda b=batch: run_batched(strategy, sal_step, [x], batch_size=b),
+            out.append(Workload("saliency", batch, n, lambda b=batch: runner.run(sal_step, [x], batch_size=b),
                                 _over_batches(_minimal_saliency(model), x, batch)))
         if "detector" in stages:
-            from .detectors import detector_scores, scorer
+            from .detectors import scorer
 
             with strategy.scope():
                 d = build_model(detector_arch, (*input_shape[:-1], 2 * input_shape[-1]), 1)
@@ -157,8 +152,7 @@ def workloads(
             @tf.function
             def minimal_d(t):
                 return tf.math.sigmoid(d(t, training=False))
-            out.append(Workload("detector", batch, n,
-                                lambda b=batch: detector_scores(score, xd, strategy=strategy, batch_size=b),
+            out.append(Workload("detector", batch, n, lambda b=batch: runner.run(score, [xd], batch_size=b),
                                 _over_batches(minimal_d, xd, batch)))
     if "jsma" in stages:
         from .attacks.jsma import jsma

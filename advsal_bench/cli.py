@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--output", "-o", help="output directory (default: runs/<suite name>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage messages")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="also print each stored chunk of the chunked stages (attacks, saliency)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore the stage store in the output directory and recompute every stage")
 
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--output", "-o", help="output directory shared by the workers (default: runs/<suite name>)")
     launch.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="stop every worker after this long (exit code 124)")
+    launch.add_argument("--verbose", "-v", action="store_true", help="pass -v to every worker's run")
 
     bench = sub.add_parser("bench", help="throughput of each stage next to a minimal TF loop (no pytest needed)")
     bench.add_argument("--quick", action="store_true", help="batch 256 only, 512 images, 3 repeats (about 25 s on 2 idle cores; JSMA keeps its 64 digits)")
@@ -90,7 +93,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
     load_config(args.suite, args.overrides)  # a bad suite fails here once, not in every worker
     return launch_local(args.suite, workers=workers, overrides=args.overrides, output=args.output,
-                        timeout=args.timeout)
+                        timeout=args.timeout, extra_args=["-v"] if args.verbose else ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         import tensorflow as tf
 
-        from .report import table1_markdown
+        from .experiments.table1 import markdown as table1_markdown
         from .suite import run_suite
 
         # Each detector is a new model, so Keras/TF retracing notices are expected, not a problem.
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         from .distribute import peer_loss_guard
 
         with peer_loss_guard():
-            results = run_suite(cfg, output, verbose=0 if args.quiet else 1, log=log, fresh=args.fresh)
+            verbose = 0 if args.quiet else 2 if args.verbose else 1
+            results = run_suite(cfg, output, verbose=verbose, log=log, fresh=args.fresh)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "table1" in results:
         print()
-        print(table1_markdown(results))
+        print(table1_markdown(results["table1"]))
     print(f"\nresults: {output / 'results.json'}\nreport:  {output / 'report.md'}")
     return 0
 

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import re
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -386,66 +386,86 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     return devices
 
 
-def run_batched(
-    strategy: tf.distribute.Strategy,
-    fn: Callable[..., tf.Tensor | Sequence[tf.Tensor]],
-    inputs: Sequence[np.ndarray],
-    *,
-    batch_size: int,
-    constants: Sequence[float] = (),
-    progress: Callable[[int], None] | None = None,
-) -> list[np.ndarray]:
-    """Apply a per-batch TF function to numpy arrays, sharding each batch over the replicas.
+class Runner:
+    """Per-batch TF functions compiled once and applied to NumPy arrays on a strategy's replicas.
 
-    ``fn(*batch, *constants)``: constants (eps, step size) are passed as float32 tensors so one trace
-    serves every value of the grid. ``batch_size`` is per replica; outputs come back in input
-    order, as numpy arrays.
+    A run owns one: each function it is given is traced once for the run (eps, step sizes and
+    other constants enter as tensors, so one trace serves a whole grid) and is freed with it.
     """
-    n = len(inputs[0])
-    replicas = strategy.num_replicas_in_sync
-    global_batch = batch_size * replicas
-    step = _compiled_step(strategy, fn)
-    consts = tuple(tf.constant(c, tf.float32) for c in constants)
-    outputs: list[list[np.ndarray]] = []
-    if replicas == 1:
-        for start in range(0, n, global_batch):
-            batch = tuple(tf.convert_to_tensor(a[start : start + global_batch]) for a in inputs)
-            res = step(*batch, *consts)
-            res = res if isinstance(res, (tuple, list)) else (res,)
-            outputs.append([r.numpy() for r in res])
-            if progress:
-                progress(len(batch[0]))
-    else:
-        # A last batch with fewer images than replicas leaves a replica an empty shard, and
-        # gradients through oneDNN kernels (TF's default on AVX-512 CPUs) fail on empty inputs
-        # ("ReluGrad must have the same size and shape. Input 0: [0,6,6,4] != input 1: [0,8,8,1]",
-        # TF 2.21).  Repeating the last image until n is a multiple of the replicas gives every
-        # replica of every batch at least one image; the copies' outputs are dropped below.
-        # Every function run here maps each image on its own (attacks, saliency, scores), so the
-        # copies change nothing else.
-        pad = -n % replicas
-        if pad:
-            inputs = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in inputs]
-        ds = tf.data.Dataset.from_tensor_slices(tuple(inputs)).batch(global_batch)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        ds = ds.with_options(options)
-        done = 0
-        for batch in strategy.experimental_distribute_dataset(ds):
-            res = step(*batch, *consts)
-            res = res if isinstance(res, (tuple, list)) else (res,)
-            gathered = [strategy.gather(r, axis=0).numpy() for r in res]
-            outputs.append(gathered)
-            if progress:
-                real = min(len(gathered[0]), n - done)  # the padding copies are not images
-                done += real
-                progress(real)
-    if not outputs:
-        return []
-    return [np.concatenate([o[i] for o in outputs], axis=0)[:n] for i in range(len(outputs[0]))]
+
+    def __init__(self, strategy: tf.distribute.Strategy) -> None:
+        self.strategy = strategy
+        self._steps: dict[Callable, Callable] = {}
+
+    def step(self, fn: Callable) -> Callable:
+        """``fn`` compiled for this runner's strategy (built on first use, then reused)."""
+        if fn not in self._steps:
+            strategy = self.strategy
+            self._steps[fn] = tf.function(lambda *args: strategy.run(fn, args=args), reduce_retracing=True)
+        return self._steps[fn]
+
+    def run(self, fn: Callable[..., tf.Tensor | Sequence[tf.Tensor]], inputs: Sequence[np.ndarray], *,
+            batch_size: int, constants: Sequence[float] = (),
+            progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """``fn(*batch, *constants)`` over ``inputs``, each batch sharded over the replicas.
+
+        ``batch_size`` is per replica; outputs come back in input order, as NumPy arrays.
+        """
+        step = self.step(fn)
+        consts = tuple(tf.constant(c, tf.float32) for c in constants)
+        if self.strategy.num_replicas_in_sync == 1:
+            outputs = _run_single(step, inputs, batch_size, consts, progress)
+        else:
+            outputs = _run_replicated(self.strategy, step, inputs, batch_size, consts, progress)
+        if not outputs:
+            return []
+        n = len(inputs[0])
+        return [np.concatenate([o[i] for o in outputs], axis=0)[:n] for i in range(len(outputs[0]))]
 
 
-@functools.lru_cache(maxsize=128)
-def _compiled_step(strategy: tf.distribute.Strategy, fn: Callable) -> Callable:
-    # Cached so that each (strategy, fn) pair is traced once per process, not once per call.
-    return tf.function(lambda *args: strategy.run(fn, args=args), reduce_retracing=True)
+def run_batched(strategy: tf.distribute.Strategy, fn: Callable[..., tf.Tensor | Sequence[tf.Tensor]],
+                inputs: Sequence[np.ndarray], *, batch_size: int, constants: Sequence[float] = (),
+                progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """One :meth:`Runner.run` with a runner of its own: ``fn`` is traced for this call only."""
+    return Runner(strategy).run(fn, inputs, batch_size=batch_size, constants=constants, progress=progress)
+
+
+def _as_tuple(res: Any) -> tuple:
+    return tuple(res) if isinstance(res, (tuple, list)) else (res,)
+
+
+def _run_single(step, inputs, batch_size, consts, progress) -> list[list[np.ndarray]]:
+    outputs = []
+    for start in range(0, len(inputs[0]), batch_size):
+        batch = tuple(tf.convert_to_tensor(a[start : start + batch_size]) for a in inputs)
+        outputs.append([r.numpy() for r in _as_tuple(step(*batch, *consts))])
+        if progress:
+            progress(len(batch[0]))
+    return outputs
+
+
+def _run_replicated(strategy, step, inputs, batch_size, consts, progress) -> list[list[np.ndarray]]:
+    # A last batch with fewer images than replicas leaves a replica an empty shard, and
+    # gradients through oneDNN kernels (TF's default on AVX-512 CPUs) fail on empty inputs
+    # ("ReluGrad must have the same size and shape. Input 0: [0,6,6,4] != input 1: [0,8,8,1]",
+    # TF 2.21).  Repeating the last image until n is a multiple of the replicas gives every
+    # replica of every batch at least one image; the copies' outputs are dropped by the caller.
+    # Every function run here maps each image on its own (attacks, saliency, scores), so the
+    # copies change nothing else.
+    n, replicas = len(inputs[0]), strategy.num_replicas_in_sync
+    pad = -n % replicas
+    if pad:
+        inputs = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in inputs]
+    ds = tf.data.Dataset.from_tensor_slices(tuple(inputs)).batch(batch_size * replicas)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
+    outputs, done = [], 0
+    for batch in strategy.experimental_distribute_dataset(ds):
+        gathered = [strategy.gather(r, axis=0).numpy() for r in _as_tuple(step(*batch, *consts))]
+        outputs.append(gathered)
+        if progress:
+            real = min(len(gathered[0]), n - done)  # the padding copies are not images
+            done += real
+            progress(real)
+    return outputs

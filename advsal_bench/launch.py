@@ -125,39 +125,7 @@ def launch_local(
             t = threading.Thread(target=_pump, args=(i, p.stdout, lock, out), daemon=True)
             t.start()
             pumps.append(t)
-        start = time.monotonic()
-        first_fail: tuple[int, int] | None = None  # (worker, exit code)
-        fail_deadline = None
-        reported: set[int] = set()
-        while True:
-            for i, p in enumerate(procs):
-                rc = p.poll()
-                if rc is None or i in reported:
-                    continue
-                reported.add(i)
-                if rc != 0:
-                    log(f"worker {i} exited with code {_exit_code(rc)}")
-                    if first_fail is None:
-                        first_fail = (i, _exit_code(rc))
-                        if len(reported) < workers:
-                            log(f"giving the other workers up to {grace:g} s to stop")
-                        fail_deadline = time.monotonic() + grace
-            if len(reported) == workers:
-                break
-            now = time.monotonic()
-            if fail_deadline is not None and now >= fail_deadline:
-                left = [i for i, p in enumerate(procs) if p.poll() is None]
-                log(f"terminating worker(s) {', '.join(map(str, left))} (still running {grace:g} s after "
-                    f"worker {first_fail[0]} failed)")
-                _stop(procs)
-                break
-            if timeout is not None and now - start >= timeout:
-                log(f"timeout: stopping all workers after {timeout:g} s")
-                _stop(procs)
-                for t in pumps:
-                    t.join(timeout=5)
-                return 124
-            time.sleep(0.1)
+        return _supervise(procs, pumps, log, timeout=timeout, grace=grace)
     except KeyboardInterrupt:
         log("interrupted: stopping all workers")
         _stop(procs)
@@ -167,7 +135,43 @@ def launch_local(
             _stop(procs)
         for t in pumps:
             t.join(timeout=5)
-    if first_fail is not None:
-        return first_fail[1]
-    return 0
+
+
+def _supervise(procs: list[subprocess.Popen], pumps: list[threading.Thread], log, *, timeout: float | None,
+               grace: float) -> int:
+    """Wait for the workers: the first failure's exit code (the others stopped after ``grace``), or 0."""
+    start = time.monotonic()
+    first_fail: tuple[int, int] | None = None  # (worker, exit code)
+    fail_deadline = None
+    reported: set[int] = set()
+    while len(reported) < len(procs):
+        for i, p in enumerate(procs):
+            rc = p.poll()
+            if rc is None or i in reported:
+                continue
+            reported.add(i)
+            if rc != 0:
+                log(f"worker {i} exited with code {_exit_code(rc)}")
+                if first_fail is None:
+                    first_fail = (i, _exit_code(rc))
+                    if len(reported) < len(procs):
+                        log(f"giving the other workers up to {grace:g} s to stop")
+                    fail_deadline = time.monotonic() + grace
+        if len(reported) == len(procs):
+            break
+        now = time.monotonic()
+        if fail_deadline is not None and now >= fail_deadline:
+            left = [i for i, p in enumerate(procs) if p.poll() is None]
+            log(f"terminating worker(s) {', '.join(map(str, left))} (still running {grace:g} s after "
+                f"worker {first_fail[0]} failed)")
+            _stop(procs)
+            break
+        if timeout is not None and now - start >= timeout:
+            log(f"timeout: stopping all workers after {timeout:g} s")
+            _stop(procs)
+            for t in pumps:
+                t.join(timeout=5)
+            return 124
+        time.sleep(0.1)
+    return first_fail[1] if first_fail is not None else 0
 

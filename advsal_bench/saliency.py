@@ -41,3 +41,25 @@ def normalize_saliency(saliency: np.ndarray, method: str, *, scale: float | None
         peak = np.max(np.abs(saliency), axis=tuple(range(1, saliency.ndim)), keepdims=True)
         return (saliency / np.maximum(peak, _TINY)).astype(np.float32)
     raise ValueError(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {method!r}")
+
+
+def saliency_map(model, x, *, abs: bool = False, batch_size: int = 256) -> np.ndarray:  # noqa: A002
+    """The gradient saliency of ``model``'s predicted class for NumPy images ``x``, as NumPy.
+
+    ``model``: a ``keras.Model`` or any callable from an image batch to logits. The maps have the
+    shape of ``x``; ``abs=True`` gives their absolute values.
+    """
+    from .detectors.base import as_model_fn
+    from .distribute import Runner
+
+    x = np.asarray(x, np.float32)
+    if x.ndim < 2 or not len(x):
+        raise ValueError(f"x: expected a non-empty batch of images [N, ...], got shape {x.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    model_fn = as_model_fn(model)
+
+    def fn(batch):
+        return gradient_saliency(model_fn, batch, abs=abs)
+
+    return Runner(tf.distribute.get_strategy()).run(fn, [x], batch_size=batch_size)[0]

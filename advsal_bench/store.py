@@ -2,9 +2,11 @@
 
 Every write goes to a temporary file in the target folder, is fsynced, then renamed over the target,
 so a killed process never leaves a half-written file under a final name. The :class:`StageStore`
-keeps each pipeline stage's output under ``<run>/store/<stage>-<hash>/``, where the hash covers
-exactly the config and upstream artifacts the stage depends on; a stage is complete when its
-``meta.json`` (written last, with a SHA-256 per file) exists and every checksum matches.
+keeps each pipeline stage's output under ``<run>/store/<label>-<key>/``. A stage's key is derived
+here, from the keys of the artifacts it consumes and its own slice of the config, never listed by
+hand at a call site; a stage is complete when its ``meta.json`` (written last, with a SHA-256 per
+file) exists and every checksum matches. The store is one process's view; multi-worker runs wrap
+it in :class:`advsal_bench.coordinator.Coordinator`.
 """
 from __future__ import annotations
 
@@ -16,15 +18,16 @@ import os
 import re
 import shutil
 import tempfile
+import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from .errors import InputError
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: keys derived from input artifacts (format 1 listed dependencies by hand)
 
 
 @contextlib.contextmanager
@@ -113,11 +116,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"fingerprint: expected JSON-able parts, got {type(obj).__name__}")
 
 
+class Status(enum.Enum):
+    """What a stage did in this run."""
+
+    COMPUTED = "computed"
+    REUSED = "reused"
+    RESUMED = "resumed"  # some chunks were found stored and intact, the rest computed
+
+
+class Keyed(Protocol):
+    """Anything with a store key: every artifact a stage consumes."""
+
+    key: str
+
+
 @dataclass(frozen=True)
 class Stage:
-    """One stage's identity: a readable name and the hash of everything it depends on."""
+    """One stage's identity: a readable label and the key derived from everything it depends on."""
 
-    name: str
+    label: str
     key: str
     dir: Path
 
@@ -125,34 +142,27 @@ class Stage:
         return self.dir / name
 
 
-class StageStore:
-    """Stage outputs keyed by their inputs' hash; reused when complete and intact.
+def stage_key(kind: str, inputs: Sequence[Keyed], config: Any) -> str:
+    """The key of a stage of ``kind`` on ``inputs`` (their keys, in order) with its ``config`` slice."""
+    return fingerprint(STORE_FORMAT, kind, [a.key for a in inputs], config)
 
-    ``reuse=False`` (``--fresh``) recomputes every stage and overwrites what it finds. ``report``
-    records, per stage, whether it was ``computed``, ``reused`` or ``resumed`` (some chunks reused).
+
+class StageStore:
+    """Stage outputs under ``root``, keyed by their inputs; reused when complete and intact.
+
+    ``reuse=False`` (``--fresh``) treats every stage as missing and overwrites what it finds.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, reuse: bool = True, log: Callable[[str], None] | None = None,
-                 worker: tuple[int, int] = (0, 1), sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, reuse: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
         self.reuse = reuse
         self.log = log or (lambda msg: None)
-        # Multi-worker runs: chunked stages are split by chunk index, each worker writing its own chunks;
-        # whole stages (a model, a few arrays) are computed and written by worker 0 and loaded by the
-        # others. ``sync`` (a barrier across workers) keeps anyone from reading what is not yet written.
-        self.index, self.count = worker
-        self.writer = self.index == 0
-        self.sync = sync or (lambda: None)
-        self.report: dict[str, str] = {}
 
-    # ---- identity -------------------------------------------------------------------------------
-
-    def stage(self, name: str, *deps: Any) -> Stage:
-        key = fingerprint(STORE_FORMAT, name, *deps)
-        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
-        return Stage(name, key, self.root / f"{slug}-{key}")
-
-    # ---- completion -------------------------------------------------------------------------------
+    def stage(self, label: str, kind: str, inputs: Sequence[Keyed], config: Any = None) -> Stage:
+        key = stage_key(kind, inputs, config)
+        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
+        return Stage(label, key, self.root / f"{slug}-{key}")
 
     def load_meta(self, stage: Stage) -> dict[str, Any] | None:
         """The stage's meta if it is complete and every file matches its checksum, else None."""
@@ -169,27 +179,17 @@ class StageStore:
                 if sha256_file(stage.file(fname)) != digest:
                     raise ValueError(f"checksum mismatch in {fname}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            self.log(f"store: {stage.name}: stored artifact is corrupt or incomplete ({exc}); recomputing")
+            self.log(f"store: {stage.label}: stored artifact is corrupt or incomplete ({exc}); recomputing")
             return None
         return meta
 
-    def complete(self, stage: Stage, files: list[str], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Record a computed stage (worker 0 only): checksummed meta.json last, then the manifest."""
-        meta = {"format": STORE_FORMAT, "stage": stage.name, "key": stage.key,
-                "files": {f: sha256_file(stage.file(f)) for f in files}, "values": dict(values or {})}
-        write_json(stage.file("meta.json"), meta)
-        self._update_manifest(stage)
-        self.report.setdefault(stage.name, "computed")
-        return meta
-
-    def _update_manifest(self, stage: Stage) -> None:
-        path = self.root / "manifest.json"
+    def written_meta(self, stage: Stage) -> dict[str, Any]:
+        """The meta another worker wrote (no checksum pass: it has just written it)."""
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            manifest = {"format": STORE_FORMAT, "stages": {}}
-        manifest.setdefault("stages", {})[stage.name] = {"key": stage.key, "dir": stage.dir.name}
-        write_json(path, manifest)
+            return json.loads(stage.file("meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{stage.file('meta.json')}: stage {stage.label} was not stored "
+                               f"(is the output directory shared by all workers?) ({exc})") from None
 
     def begin(self, stage: Stage, *, keep_chunks: bool = False) -> None:
         """Prepare the stage folder for computing: stale or partial outputs go, resumable chunks stay."""
@@ -201,91 +201,48 @@ class StageStore:
         except OSError as exc:
             raise _write_error(stage.dir, exc) from None
 
-    # ---- stage kinds --------------------------------------------------------------------------------
+    def complete(self, stage: Stage, files: list[str], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Record a computed stage: checksummed meta.json last, then the manifest."""
+        meta = {"format": STORE_FORMAT, "stage": stage.label, "key": stage.key,
+                "files": {f: sha256_file(stage.file(f)) for f in files}, "values": dict(values or {})}
+        write_json(stage.file("meta.json"), meta)
+        self._update_manifest(stage)
+        return meta
 
-    def arrays(self, stage: Stage, compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """A stage whose output is a few arrays plus JSON-able values."""
-        self.sync()
-        meta = self.load_meta(stage)
-        if meta is not None:
-            try:
-                arrays = self._stored_arrays(stage, meta)
-                self.report.setdefault(stage.name, "reused")
-                return arrays, meta["values"]
-            except (OSError, ValueError) as exc:
-                self.log(f"store: {stage.name}: cannot read stored arrays ({exc}); recomputing")
-        if not self.writer:
-            self.sync()  # worker 0 computes and stores it meanwhile
-            meta = self._written_meta(stage)
-            self.report.setdefault(stage.name, "computed")
-            return self._stored_arrays(stage, meta), meta["values"]
-        self.begin(stage)
-        arrays, values = compute()
+    def _update_manifest(self, stage: Stage) -> None:
+        path = self.root / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = {"format": STORE_FORMAT, "stages": {}}
+        manifest.setdefault("stages", {})[stage.label] = {"key": stage.key, "dir": stage.dir.name}
+        write_json(path, manifest)
+
+    # ---- files of a stage -------------------------------------------------------------------------
+
+    def save_arrays(self, stage: Stage, arrays: Mapping[str, np.ndarray], values: Mapping[str, Any]) -> None:
         files = []
         if arrays:
             save_arrays(stage.file("arrays.npz"), arrays)
             files.append("arrays.npz")
         self.complete(stage, files, values)
-        self.sync()
-        return arrays, values
 
     @staticmethod
-    def _stored_arrays(stage: Stage, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def stored_arrays(stage: Stage, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return load_arrays(stage.file("arrays.npz")) if "arrays.npz" in meta["files"] else {}
 
-    def _written_meta(self, stage: Stage) -> dict[str, Any]:
-        try:
-            return json.loads(stage.file("meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(f"{stage.file('meta.json')}: worker 0 did not store stage {stage.name} "
-                               f"(is the output directory shared by all workers?) ({exc})") from None
+    @staticmethod
+    def chunk_names(n: int, chunk_size: int) -> list[str]:
+        return [f"chunk_{i:05d}.npz" for i in range(max(1, -(-n // chunk_size)))]
 
-    def chunked(
-        self,
-        stage: Stage,
-        n: int,
-        chunk_size: int,
-        compute_chunk: Callable[[int, int], tuple[dict[str, np.ndarray], dict[str, Any]]],
-    ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-        """A stage computed over ``n`` items in chunks; a killed run resumes at the first missing chunk.
+    def save_chunk(self, stage: Stage, name: str, arrays: Mapping[str, np.ndarray], values: Mapping[str, Any]) -> None:
+        save_arrays(stage.file(name), {**arrays, **{f"value:{k}": np.asarray(v) for k, v in values.items()}})
 
-        Chunk ``i`` covers items ``[i*chunk_size, min(n, (i+1)*chunk_size))`` and is written atomically
-        as soon as it is done. In a multi-worker run, worker k computes the chunks i with
-        i % workers == k and then reads everyone's.
-        """
-        self.sync()
-        meta = self.load_meta(stage)
-        n_chunks = max(1, -(-n // chunk_size))
-        names = [f"chunk_{i:05d}.npz" for i in range(n_chunks)]
-        if meta is not None:
-            try:
-                parts = [load_arrays(stage.file(f)) for f in names]
-                self.report.setdefault(stage.name, "reused")
-                return _concat(parts), meta["values"]["chunks"]
-            except (OSError, ValueError, KeyError) as exc:
-                self.log(f"store: {stage.name}: cannot read stored chunks ({exc}); recomputing")
-        if self.writer:
-            self.begin(stage, keep_chunks=True)
-        self.sync()
-        reused = 0
-        for i, fname in enumerate(names):
-            if i % self.count != self.index:
-                continue
-            if self.reuse and _readable_chunk(stage.file(fname)):
-                reused += 1
-                continue
-            start, stop = i * chunk_size, min(n, (i + 1) * chunk_size)
-            arrays, values = compute_chunk(start, stop)
-            save_arrays(stage.file(fname), {**arrays, **{f"value:{k}": np.asarray(v) for k, v in values.items()}})
-            self.log(f"store: {stage.name}: chunk {i + 1}/{n_chunks} stored")
-        self.sync()
-        result = self._finish_chunked(stage, names, reused)
-        self.sync()
-        return result
+    def chunk_stored(self, stage: Stage, name: str) -> bool:
+        return self.reuse and _readable_chunk(stage.file(name))
 
-    def _finish_chunked(self, stage: Stage, names: list[str], reused: int
-                        ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    @staticmethod
+    def read_chunks(stage: Stage, names: list[str]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
         parts, values = [], []
         for fname in names:
             try:
@@ -294,48 +251,7 @@ class StageStore:
                 raise RuntimeError(f"{stage.file(fname)}: chunk missing or unreadable ({exc})") from None
             values.append({k[6:]: raw.pop(k).item() for k in list(raw) if k.startswith("value:")})
             parts.append(raw)
-        if self.writer:
-            self.complete(stage, names, {"chunks": values})
-        self.report.setdefault(stage.name, "computed")
-        if reused:
-            self.report[stage.name] = f"resumed ({reused} of {len(names)} chunks reused)"
-            self.log(f"store: {stage.name}: resumed, {reused} of {len(names)} chunks reused")
         return _concat(parts), values
-
-    def model(self, stage: Stage, build: Callable[[], Any], load: Callable[[Path], Any], *,
-              collective: bool = False) -> Any:
-        """A stage whose output is one Keras model (saved as ``model.keras``).
-
-        ``collective``: every worker runs ``build`` (training spread over all workers), worker 0
-        stores the result and every worker returns the stored model as ``load`` gives it, so every
-        worker goes on with the same weights on its own devices. Otherwise worker 0 builds alone.
-        """
-        self.sync()
-        meta = self.load_meta(stage)
-        if meta is not None:
-            try:
-                model = load(stage.file("model.keras"))
-                self.report.setdefault(stage.name, "reused")
-                return model
-            except Exception as exc:  # noqa: BLE001 - any unreadable stored model is recomputed
-                self.log(f"store: {stage.name}: cannot load the stored model ({type(exc).__name__}); recomputing")
-        if not self.writer and not collective:
-            self.sync()  # worker 0 trains and stores it meanwhile
-            self._written_meta(stage)  # a clear error where worker 0 stored nothing
-            self.report.setdefault(stage.name, "computed")
-            return load(stage.file("model.keras"))
-        if self.writer:
-            self.begin(stage)
-        model = build()
-        if self.writer:
-            save_keras(model, stage.file("model.keras"))
-            self.complete(stage, ["model.keras"])
-        self.sync()
-        if collective and self.count > 1:
-            self._written_meta(stage)
-            self.report.setdefault(stage.name, "computed")
-            return load(stage.file("model.keras"))
-        return model
 
 
 def _readable_chunk(path: Path) -> bool:
@@ -351,5 +267,5 @@ def _readable_chunk(path: Path) -> bool:
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = [k for k in parts[0] if not k.startswith("value:")] if parts else []
+    keys = list(parts[0]) if parts else []
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in keys}

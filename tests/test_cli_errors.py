@@ -29,7 +29,7 @@ def _one_error_line(stderr: str) -> str:
 def cli_runs(tmp_path_factory):
     """Run the CLI invocations concurrently; returns (tmp folder, name -> (exit code, stdout, stderr))."""
     tmp = tmp_path_factory.mktemp("cli")
-    (tmp / "bad_attack.yaml").write_text("name: bad\nattacks: {pgd: {eps: [0.1]}}\n")
+    (tmp / "bad_attack.yaml").write_text("name: bad\nattacks: {deepfool: {eps: [0.1]}}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ADVSAL_DEBUG")}
     commands = {
         "validate_quick": ["validate", str(QUICK)],
@@ -70,7 +70,7 @@ def test_subprocess_run_bad_suite_writes_nothing(cli_runs):
     rc, out, err = results["run_bad_attack"]
     assert rc == 2
     line = _one_error_line(err)
-    assert "attacks.pgd" in line and "fgsm" in line
+    assert "attacks.deepfool" in line and "fgsm" in line
     assert out == ""
     assert not (tmp / "out_attack").exists()
     assert not (tmp / "runs").exists()

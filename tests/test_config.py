@@ -7,18 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advsal_bench.config import (
-    ClassifierConfig,
-    DetectorConfig,
-    FGSMConfig,
-    IFGSML2Config,
-    IFGSMLinfConfig,
-    JSMAConfig,
-    SuiteConfig,
-    config_from_dict,
-    config_to_yaml,
-    load_config,
-)
+from advsal_bench.attacks.fgsm import FGSMConfig
+from advsal_bench.attacks.ifgsm import IFGSML2Config, IFGSMLinfConfig
+from advsal_bench.attacks.jsma import JSMAConfig
+from advsal_bench.config import ClassifierConfig, SuiteConfig, config_from_dict, config_to_yaml, load_config
+from advsal_bench.detectors import LearnedDetectorConfig as DetectorConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent(
     import keras
     import tensorflow as tf
 
-    from advsal_bench.attacks import fgsm, ifgsm_linf
+    from advsal_bench.attacks.fgsm import fgsm
+    from advsal_bench.attacks.ifgsm import ifgsm_linf
     from advsal_bench.config import DistributeConfig
     from advsal_bench.distribute import describe, get_strategy, run_batched
     from advsal_bench.errors import ConfigError

@@ -215,11 +215,12 @@ def test_nan_weights_in_classifier_stop_the_run_naming_the_stage(tmp_path, capsy
     del keras
 
 
-def test_nan_gradients_in_saliency_name_the_batch():
+def test_nan_gradients_in_saliency_name_the_batch(tmp_path):
     import tensorflow as tf
 
+    from advsal_bench import stages
+    from advsal_bench.config import config_from_dict
     from advsal_bench.errors import NumericalError
-    from advsal_bench.suite import _saliency, _saliency_fn
 
     def model_fn(x):
         # sqrt at 0 has an infinite derivative: finite logits, non-finite saliency where a pixel is 0.
@@ -227,5 +228,8 @@ def test_nan_gradients_in_saliency_name_the_batch():
 
     x = np.ones((12, 2, 2, 1), np.float32)
     x[9] = 0.0
+    run = stages.Run(config_from_dict({"name": "nan", "classifier": {"batch_size": 4}}), tmp_path, verbose=0)
+    run.open_output()
+    f = stages.Classifier("sqrt", None, model_fn)
     with pytest.raises(NumericalError, match=r"saliency: NaN/Inf in 1 of 12 outputs \(first in batch 2, image 9\)"):
-        _saliency(tf.distribute.get_strategy(), _saliency_fn(model_fn, False), x, 4, 0, lambda m: None, "")
+        stages.saliency(run, f, stages.Images(x, np.zeros(12, np.int64)), label="clean")

@@ -103,7 +103,10 @@ def test_launch_cli_passes_arguments_and_exit_code(monkeypatch):
 
     monkeypatch.setattr(launch, "launch_local", fake)
     assert main(["launch", "-n", "3", str(SUITE), "--output", "o", "--set", "seed=2", "--timeout", "9"]) == 5
-    assert seen == {"suite": str(SUITE), "workers": 3, "overrides": ["seed=2"], "output": "o", "timeout": 9.0}
+    assert seen == {"suite": str(SUITE), "workers": 3, "overrides": ["seed=2"], "output": "o", "timeout": 9.0,
+                    "extra_args": ()}
+    assert main(["launch", "-n", "2", "-v", str(SUITE)]) == 5
+    assert seen["extra_args"] == ["-v"]  # every worker's run prints its chunk lines too
 
 
 def test_worker_lost_error_names_the_worker(monkeypatch):

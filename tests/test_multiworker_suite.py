@@ -52,7 +52,7 @@ def suite_file(tmp_path_factory) -> Path:
 def test_two_workers_match_one_process(suite_file, tmp_path):
     one = _cli("run", str(suite_file), "-q", "--output", str(tmp_path / "one"), "--set", "distribute.train_loop=custom")
     assert one.returncode == 0, one.stderr[-2000:]
-    two = _cli("launch", "--workers", "2", str(suite_file), "--output", str(tmp_path / "two"))
+    two = _cli("launch", "--workers", "2", "-v", str(suite_file), "--output", str(tmp_path / "two"))
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
     assert "worker 1: done; worker 0 wrote" in two.stdout
     # each worker stored its own share of the chunks
@@ -94,7 +94,7 @@ def test_killing_a_worker_mid_suite_stops_the_other_naming_it(suite_file, tmp_pa
     for i in range(2):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CONFIG": tf_config(addrs, i)}
         cmd = [sys.executable, "-m", "advsal_bench", "run", str(suite_file), "--output", str(tmp_path / "out"),
-               "--set", "distribute.strategy=multi_worker"]
+               "-v", "--set", "distribute.strategy=multi_worker"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     # Kill worker 1 once it trains f with worker 0 (inside the all-reduces), or once it is crafting
     # (its first chunk is stored), then time worker 0's exit.

@@ -356,7 +356,7 @@ def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
     import keras
     import tensorflow as tf
 
-    import advsal_bench.attacks.jsma as jsma_mod
+    from advsal_bench.attacks.jsma import jsma
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
@@ -375,7 +375,7 @@ def test_native_late_rows_of_a_long_224_jsma_run_match_numpy() -> None:
 
     ps.native.jsma_step = capture
     try:
-        jsma_mod.jsma(unreachable, x, target=3, gamma=2 * 160 / x.size, backend="native")
+        jsma(unreachable, x, target=3, gamma=2 * 160 / x.size, backend="native")
     finally:
         ps.native.jsma_step = step
     assert calls[0] == 160 and len(rows) == 8

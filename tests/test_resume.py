@@ -47,7 +47,7 @@ def _run(suite: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def _run_and_kill(suite: Path, out: Path, marker: str) -> str:
     """Start a run, SIGKILL it as soon as ``marker`` appears in its output; return the output so far."""
-    proc = subprocess.Popen(_cmd(suite, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = subprocess.Popen(_cmd(suite, out, "-v"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     seen = []
     deadline = time.monotonic() + 600
     assert proc.stdout is not None
@@ -62,6 +62,10 @@ def _run_and_kill(suite: Path, out: Path, marker: str) -> str:
     assert proc.returncode == -signal.SIGKILL, f"run ended before {marker!r}:\n{text[-3000:]}"
     assert not (out / "results.json").exists()
     return text
+
+
+def _statuses(stages: dict) -> set[str]:
+    return {v["status"] for v in stages.values()}
 
 
 def _comparable(out: Path) -> dict:
@@ -91,7 +95,7 @@ def test_same_seed_gives_identical_results(suite_file, reference, tmp_path):
     # A rerun in place reuses every stage and still writes the same results.
     _run(suite_file, reference, "-q")
     stages = json.loads((reference / "stages.json").read_text())
-    assert stages and set(stages.values()) == {"reused"}
+    assert stages and _statuses(stages) == {"reused"}
     assert _comparable(reference) == _comparable(tmp_path / "again")
 
 
@@ -99,14 +103,15 @@ def test_sigkill_during_crafting_and_detector_training_resumes(suite_file, refer
     out = tmp_path / "killed"
     _run_and_kill(suite_file, out, "store: attack:ifgsm_linf:eps=0.2: chunk 2/8 stored")
     text = _run_and_kill(suite_file, out, "detector image_only on")
-    assert "classifier: reused from the store" in text
+    assert "classifier: reused (" in text
     assert "attack:ifgsm_linf:eps=0.2: resumed, 2 of 8 chunks reused" in text
     proc = _run(suite_file, out)
     stages = json.loads((out / "stages.json").read_text())
-    assert stages["classifier"] == "reused"
-    assert stages["attack:fgsm:eps=0.3"] == "reused" and stages["attack:ifgsm_linf:eps=0.2"] == "reused"
-    assert stages["detector:image_saliency:fgsm:eps=0.3"] == "reused"
-    assert "computed" in stages.values()
+    assert stages["classifier"]["status"] == "reused"
+    assert stages["attack:fgsm:eps=0.3"]["status"] == "reused"
+    assert stages["attack:ifgsm_linf:eps=0.2"]["status"] == "reused"
+    assert stages["detector:image_saliency:fgsm:eps=0.3"]["status"] == "reused"
+    assert "computed" in _statuses(stages)
     assert "stages:" in proc.stdout
     assert _comparable(out) == _comparable(reference)
 
@@ -118,14 +123,14 @@ def test_changing_one_attack_recomputes_only_what_depends_on_it(suite_file, refe
     shutil.copytree(reference, out)
     _run(suite_file, out, "-q", "--set", "attacks.fgsm.eps=[0.25]")
     stages = json.loads((out / "stages.json").read_text())
-    assert stages["classifier"] == "reused"
-    assert stages["attack:ifgsm_linf:eps=0.2"] == "reused"
-    assert stages["detector:image_only:ifgsm_linf:eps=0.2"] == "reused"
-    assert stages["attack:fgsm:eps=0.25"] == "computed"
-    assert stages["detector:image_only:fgsm:eps=0.25"] == "computed"
+    assert stages["classifier"]["status"] == "reused"
+    assert stages["attack:ifgsm_linf:eps=0.2"]["status"] == "reused"
+    assert stages["detector:image_only:ifgsm_linf:eps=0.2"]["status"] == "reused"
+    assert stages["attack:fgsm:eps=0.25"]["status"] == "computed"
+    assert stages["detector:image_only:fgsm:eps=0.25"]["status"] == "computed"
     # --fresh recomputes everything, to the same numbers
     _run(suite_file, out, "-q", "--fresh")
-    assert set(json.loads((out / "stages.json").read_text()).values()) == {"computed"}
+    assert _statuses(json.loads((out / "stages.json").read_text())) == {"computed"}
     assert _comparable(out) == _comparable(reference)
 
 
@@ -143,6 +148,7 @@ def test_corrupt_stored_artifacts_are_detected_and_recomputed(suite_file, refere
     assert "store: classifier: stored artifact is corrupt" in proc.stdout
     assert "attack:fgsm:eps=0.3: stored artifact is corrupt" in proc.stdout
     stages = json.loads((out / "stages.json").read_text())
-    assert stages["classifier"] == "computed"
-    assert stages["attack:fgsm:eps=0.3"].startswith("resumed")
+    assert stages["classifier"]["status"] == "computed"
+    assert stages["attack:fgsm:eps=0.3"]["status"] == "resumed"
+    assert stages["attack:fgsm:eps=0.3"]["chunks_reused"] == stages["attack:fgsm:eps=0.3"]["chunks"] - 1
     assert _comparable(out) == _comparable(reference)

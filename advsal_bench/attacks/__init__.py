@@ -1,43 +1,49 @@
-"""Attacks: plain functions of ``model_fn`` (x -> logits) with keyword-only hyperparameters."""
+"""Attacks: one module each, a plain TF function of the model plus its config and one registration.
+
+``advsal_bench.attacks.<name>(model, x, *, y=None, **params)`` runs any registered attack on NumPy
+images and returns an :class:`AttackResult` (see :mod:`advsal_bench.attacks.api`); the TF functions
+themselves are in the modules (``advsal_bench.attacks.ifgsm.ifgsm`` and so on).
+"""
 from __future__ import annotations
 
-from ..registry import Registry
-from .cw_detector import cw_detector
-from .cw_l2 import cw_l2
+from typing import Any
+
+from . import cw_detector as _cw_detector_module  # noqa: F401  (registrations)
+from . import cw_l2 as _cw_l2_module  # noqa: F401
+from . import fgsm as _fgsm_module  # noqa: F401
+from . import ifgsm as _ifgsm_module  # noqa: F401
+from . import jsma as _jsma_module  # noqa: F401
+from . import metzen as _metzen_module  # noqa: F401
+from . import pgd as _pgd_module  # noqa: F401
+from .api import api_function, run_attack
 from .detector_fn import make_detector_fn
-from .fgsm import fgsm
-from .ifgsm import ifgsm, ifgsm_l2, ifgsm_linf
-from .metzen import metzen_adaptive
+from .plugin import PluginAttackConfig, plugin_spec, split_body
+from .spec import ADAPTIVE_ATTACKS, ATTACKS, AdaptiveSpec, AdaptiveTask, AttackResult, AttackSpec
 
-ATTACKS: Registry = Registry("attack")
-ATTACKS.register("fgsm")(fgsm)
-ATTACKS.register("ifgsm_linf")(ifgsm_linf)
-ATTACKS.register("ifgsm_l2")(ifgsm_l2)
-ATTACKS.register("cw_l2")(cw_l2)
+__all__ = ["ADAPTIVE_ATTACKS", "ATTACKS", "AdaptiveSpec", "AdaptiveTask", "AttackResult", "AttackSpec",
+           "attack_spec", "build_attack_config", "make_detector_fn", "run_attack", *ATTACKS.names()]
 
-# Attacks on f and a detector together: (model_fn, detector_fn, x, **hyperparameters) -> x_adv.
-ADAPTIVE_ATTACKS: Registry = Registry("adaptive attack")
-ADAPTIVE_ATTACKS.register("metzen")(metzen_adaptive)
-ADAPTIVE_ATTACKS.register("cw_detector")(cw_detector)
+for _name in ATTACKS.names():
+    globals()[_name] = api_function(_name)
 
 
-def _jsma(*args, **kwargs):
-    from .jsma import jsma
+def build_attack_config(name: str, body: dict[str, Any], key: str) -> Any:
+    """One ``attacks.NAME`` section: ``type`` defaults to the name; ``package.module:fn`` is a plug-in."""
+    from ..schema import build
 
-    return jsma(*args, **kwargs)
+    kind = body.get("type", name)
+    if isinstance(kind, str) and ":" in kind:
+        own, params = split_body(body)
+        cfg = build(PluginAttackConfig, own, key)
+        cfg = PluginAttackConfig(**{**cfg.__dict__, "params": params})
+        plugin_spec(cfg, key)  # import it and check its signature now, before any work
+        return cfg
+    spec = ATTACKS.get(kind, f"{key}.type" if "type" in body else key)
+    return build(spec.config, {**body, "type": kind}, key)
 
 
-ATTACKS.register("jsma")(_jsma)
-
-__all__ = [
-    "ADAPTIVE_ATTACKS",
-    "ATTACKS",
-    "cw_detector",
-    "cw_l2",
-    "fgsm",
-    "ifgsm",
-    "ifgsm_l2",
-    "ifgsm_linf",
-    "make_detector_fn",
-    "metzen_adaptive",
-]
+def attack_spec(cfg: Any, key: str) -> AttackSpec:
+    """The spec that runs ``cfg`` (a built-in attack's config, or a plug-in's)."""
+    if isinstance(cfg, PluginAttackConfig):
+        return plugin_spec(cfg, key)
+    return ATTACKS.get(cfg.type, f"{key}.type")

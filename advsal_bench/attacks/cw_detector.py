@@ -6,11 +6,15 @@ minimize ||x' - x||^2 + c * [max(Z_y - max_{j != y} Z_j + kappa, 0) + max(D(x') 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
+from ..schema import param
 from .cw_l2 import _check_common, _per_example, _sq_l2, adam_step, from_tanh_space, margin, to_tanh_space
+from .spec import ADAPTIVE_ATTACKS, AdaptiveSpec, AdaptiveTask
 from .utils import predicted_labels
 
 __all__ = ["cw_detector", "cw_detector_success"]
@@ -23,7 +27,6 @@ def cw_detector_success(
     return (margin(logits, tf.cast(y, tf.int32)) < 0.0) & (detector_logits < threshold_logit)
 
 
-@tf.function(reduce_retracing=True)
 def _cw_detector_graph(model_fn, detector_fn, x, y, threshold_logit, kappa, c, steps, learning_rate, clip_min, clip_max):
     batch = tf.shape(x)[0]
 
@@ -93,7 +96,27 @@ def cw_detector(
     x = tf.convert_to_tensor(x, tf.float32)
     y = predicted_labels(model_fn(x)) if y is None else tf.cast(y, tf.int32)
     f32 = lambda v: tf.cast(v, tf.float32)  # noqa: E731 - tensors, so one trace serves all values
-    return _cw_detector_graph(
+    # Compiled per call (see cw_l2): nothing module-level keeps f or D alive.
+    return tf.function(_cw_detector_graph, reduce_retracing=True)(
         model_fn, detector_fn, x, y, f32(threshold_logit), f32(kappa), f32(c), tf.constant(steps),
         f32(learning_rate), f32(clip_min), f32(clip_max),
     )
+
+
+@dataclass(frozen=True)
+class CWDetectorAdaptiveConfig:
+    kappa: float = param(0.0, ge=0)
+    c: float = param(1.0, gt=0)
+    steps: int = param(100, gt=0)
+    learning_rate: float = param(5e-2, gt=0)
+
+
+def _craft(cfg: CWDetectorAdaptiveConfig, task: AdaptiveTask) -> list[tuple[dict, np.ndarray]]:
+    def step(xb):
+        return cw_detector(task.model_fn, task.detector_fn, xb, threshold_logit=0.0, kappa=cfg.kappa, c=cfg.c,
+                           steps=cfg.steps, learning_rate=cfg.learning_rate)
+
+    return [({}, task.runner.run(step, [task.x], batch_size=task.batch_size)[0])]
+
+
+ADAPTIVE_ATTACKS.add("cw_detector", AdaptiveSpec("cw_detector", CWDetectorAdaptiveConfig, _craft, uses_ball=False))

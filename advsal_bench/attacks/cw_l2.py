@@ -5,13 +5,17 @@ over x' = clip_min + (tanh(w) + 1) / 2 * (clip_max - clip_min), so the box const
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
-from .utils import predicted_labels
+from ..schema import param
+from .spec import ATTACKS, AttackSpec, SetSummary
+from .utils import margin, predicted_labels
 
-__all__ = ["cw_l2", "cw_success", "margin", "to_tanh_space", "from_tanh_space", "adam_step"]
+__all__ = ["CWL2Config", "cw_l2", "cw_success", "margin", "to_tanh_space", "from_tanh_space", "adam_step"]
 
 # Carlini's reference code uses 1e10 as "no successful c yet" (an upper bound that never binds).
 _C_UPPER = 1e10
@@ -37,15 +41,6 @@ def to_tanh_space(x: tf.Tensor, clip_min: float | tf.Tensor, clip_max: float | t
 
 def from_tanh_space(w: tf.Tensor, clip_min: float | tf.Tensor, clip_max: float | tf.Tensor) -> tf.Tensor:
     return clip_min + (tf.tanh(w) + 1.0) * 0.5 * (clip_max - clip_min)
-
-
-def margin(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Z_y - max_{j != y} Z_j per example: negative iff f does not predict y."""
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], on_value=True, off_value=False, dtype=tf.bool)
-    real = tf.reduce_sum(tf.where(onehot, logits, tf.zeros_like(logits)), axis=-1)
-    # A finite floor (not -inf) keeps the gradient of the masked entries exactly zero.
-    other = tf.reduce_max(tf.where(onehot, tf.fill(tf.shape(logits), logits.dtype.min), logits), axis=-1)
-    return real - other
 
 
 def cw_success(logits: tf.Tensor, y: tf.Tensor, kappa: float | tf.Tensor = 0.0) -> tf.Tensor:
@@ -75,9 +70,6 @@ def _per_example(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
 
-# A module-level tf.function: traced once per (model_fn, input shape) since every hyperparameter
-# arrives as a tensor; 500 eager steps would otherwise cost far more than the attack itself.
-@tf.function(reduce_retracing=True)
 def _cw_l2_graph(model_fn, x, y, kappa, c_init, binary_search_steps, steps, learning_rate, clip_min, clip_max):
     batch = tf.shape(x)[0]
     w0 = to_tanh_space(x, clip_min, clip_max)
@@ -170,7 +162,46 @@ def cw_l2(
     x = tf.convert_to_tensor(x, tf.float32)
     y = predicted_labels(model_fn(x)) if y is None else tf.cast(y, tf.int32)
     f32 = lambda v: tf.cast(v, tf.float32)  # noqa: E731 - tensors, so one trace serves all values
-    return _cw_l2_graph(
+    # Compiled per call, as one function over all the steps (every hyperparameter a tensor): 500
+    # eager steps would cost far more than the attack. Inside a compiled step it is traced once
+    # with it; nothing module-level keeps the model alive.
+    return tf.function(_cw_l2_graph, reduce_retracing=True)(
         model_fn, x, y, f32(kappa), f32(c_init), tf.constant(binary_search_steps), tf.constant(steps),
         f32(learning_rate), f32(clip_min), f32(clip_max),
     )
+
+
+@dataclass(frozen=True)
+class CWL2Config:
+    """Carlini & Wagner L2: no eps, it finds the smallest perturbation it can."""
+
+    type: str = "cw_l2"
+    kappa: float = param(0.0, ge=0)
+    c_init: float = param(1.0, gt=0)
+    binary_search_steps: int = param(5, gt=0)
+    steps: int = param(100, gt=0)
+    learning_rate: float = param(5e-2, gt=0)
+    batch_size: int = param(256, gt=0)
+
+
+def _step(cfg: CWL2Config, model_fn):
+    def step(x, y, seeds):
+        return cw_l2(model_fn, x, y=y, kappa=cfg.kappa, c_init=cfg.c_init, binary_search_steps=cfg.binary_search_steps,
+                     steps=cfg.steps, learning_rate=cfg.learning_rate)
+
+    return step
+
+
+def summary_metrics(s: SetSummary) -> dict[str, float]:
+    """Success among the images f got right, and the mean l2 of the perturbation, on the test set."""
+    fooled = (s.adv_pred != s.y) & s.clean_correct
+    delta = (s.x_adv - s.x).reshape(len(s.x), -1)
+    return {"success_rate": float(np.mean(fooled) / max(np.mean(s.clean_correct), 1e-12)),
+            "mean_l2": float(np.mean(np.linalg.norm(delta, axis=1)))}
+
+
+ATTACKS.add("cw_l2", AttackSpec(
+    "cw_l2", CWL2Config, eps_grid=False, norm=lambda cfg: "l2", step=_step, constants=lambda cfg, eps: (),
+    metrics=summary_metrics,
+    notes=lambda a: f"success {100 * a['success_rate']:.1f}%, mean l2 {a['mean_l2']:.3f}",
+))

@@ -10,14 +10,17 @@ import functools
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import tensorflow as tf
 
+from ..errors import ConfigError
 from ..pairsearch import best_pairs, native, resolve_backend
+from ..schema import param
+from .spec import ATTACKS, AttackSpec, Crafted
 
-__all__ = ["jsma", "JSMAResult"]
+__all__ = ["jsma", "JSMAConfig", "JSMAResult"]
 
 Target = Union[str, int]
 
@@ -240,3 +243,61 @@ def jsma(
         seconds_pairsearch=t_pair,
         pairsearch_backend=backend_used,
     )
+
+
+# ---- registration: config, crafter, metrics ---------------------------------------------------------
+
+
+def _check_target(value: Any, key: str) -> None:
+    if isinstance(value, str) and value not in ("random", "next"):
+        raise ConfigError(f"config key '{key}': expected 'random', 'next' or a class index, got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ConfigError(f"config key '{key}': expected a class index >= 0, got {value}")
+    if isinstance(value, int) and value >= 1000:  # more classes than any dataset here has
+        raise ConfigError(f"config key '{key}': expected a class index, got {value}")
+
+
+@dataclass(frozen=True)
+class JSMAConfig:
+    type: str = "jsma"
+    theta: float = param(1.0, gt=0, le=1)
+    gamma: float = param(0.1, gt=0, le=1)
+    target: Union[int, str] = param("random", check=_check_target)
+    increase: bool = True
+    backend: str = param("auto", choices=("auto", "numpy", "native", "cupy", "reference"))
+    batch_size: int = param(64, gt=0)
+
+
+def _craft(cfg: JSMAConfig, model_fn: Callable, runner: Any) -> Callable[..., Crafted]:
+    """JSMA runs its own host loop (the pair search is NumPy/C++), a sub-batch of ``batch_size`` at a time."""
+    classes: list[int] = []
+
+    def crafter(x, y, *, eps=None, seed_at=lambda i: i, progress=None) -> Crafted:
+        if not classes:
+            classes.append(int(model_fn(tf.constant(x[:1])).shape[-1]))
+        parts: dict[str, list] = {"x": [], "success": [], "changed": [], "target": []}
+        t_jac = t_pair = 0.0
+        for b in range(0, len(x), cfg.batch_size):
+            res = jsma(model_fn, x[b : b + cfg.batch_size], y=y[b : b + cfg.batch_size], target=cfg.target,
+                       theta=cfg.theta, gamma=cfg.gamma, increase=cfg.increase, backend=cfg.backend,
+                       seed=seed_at(b), num_classes=classes[0])
+            for k, v in (("x", res.x_adv), ("success", res.success), ("changed", res.changed_fraction),
+                         ("target", res.target)):
+                parts[k].append(v)
+            t_jac += res.seconds_jacobian
+            t_pair += res.seconds_pairsearch
+            if progress:
+                progress(len(res.x_adv))
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        return Crafted(arrays.pop("x"), arrays, {"jacobian": t_jac, "pairsearch": t_pair})
+
+    return crafter
+
+
+ATTACKS.add("jsma", AttackSpec(
+    "jsma", JSMAConfig, eps_grid=False, uses_true_label=True, craft=_craft,
+    metrics=lambda s: {"success_rate": float(np.mean(s.arrays["success"])),
+                       "changed_fraction": float(np.mean(s.arrays["changed"]))},
+    notes=lambda a: f"success {100 * a['success_rate']:.1f}%, changed {100 * a['changed_fraction']:.2f}% of features",
+    environment=lambda cfg: {"pairsearch_backend": resolve_backend(cfg.backend)},
+))

@@ -8,12 +8,15 @@ sigma = 1 only hides from D.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from ..schema import param
 from .ifgsm import default_alpha
+from .spec import ADAPTIVE_ATTACKS, AdaptiveSpec, AdaptiveTask
 from .utils import check_norm, clip_eta, loss_gradient, normalize, predicted_labels
 
 __all__ = ["metzen_adaptive", "detector_loss_gradient"]
@@ -81,3 +84,36 @@ def metzen_adaptive(
         x_adv = tf.clip_by_value(x_adv + alpha * direction, clip_min, clip_max)
         x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, norm, eps), clip_min, clip_max)
     return x_adv
+
+
+@dataclass(frozen=True)
+class MetzenAdaptiveConfig:
+    """Metzen et al.'s attack on f + D; sigma weighs D's gradient against f's."""
+
+    sigma: tuple[float, ...] = param((0.0, 0.5, 1.0), ge=0, le=1, nonempty=True, unique=True)
+    steps: int = param(10, gt=0)
+    # null: the selected eps and norm of the attack D was fit on (an l_inf attack's for jsma and cw_l2).
+    eps: float | None = param(None, gt=0)
+    norm: str = param("auto", choices=("auto", "linf", "l2"))
+
+
+_NORMS = {"linf": np.inf, "l2": 2}
+
+
+def _craft(cfg: MetzenAdaptiveConfig, task: AdaptiveTask) -> list[tuple[dict, np.ndarray]]:
+    norm, eps = task.ball
+
+    def step(xb, eps_t, sigma_t):
+        return metzen_adaptive(task.model_fn, task.detector_fn, xb, eps=eps_t, sigma=sigma_t, steps=cfg.steps,
+                               norm=_NORMS[norm])
+
+    # eps and sigma enter as tensors: one trace of the (second-order) graph serves the whole sigma grid.
+    return [({"sigma": s, "norm": norm, "eps_adaptive": eps},
+             task.runner.run(step, [task.x], batch_size=task.batch_size, constants=(eps, s))[0])
+            for s in cfg.sigma]
+
+
+ADAPTIVE_ATTACKS.add("metzen", AdaptiveSpec(
+    "metzen", MetzenAdaptiveConfig, _craft,
+    describe=lambda r: f"metzen sigma={r['sigma']:g} ({r['norm']} {r['eps_adaptive']:g})",
+))

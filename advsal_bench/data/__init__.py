@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import DatasetConfig
 from ..errors import DataError
+from .sources import SOURCES  # one module per source, imported on first use
+
+if TYPE_CHECKING:  # config imports this package (for SOURCES)
+    from ..config import DatasetConfig
 
 __all__ = ["Dataset", "load_dataset", "SOURCES"]
-
-# Imported lazily: most runs need one source, and `keras_source` pulls in Keras.
-SOURCES: dict[str, str] = {
-    "sample": "sample",
-    "keras": "keras_source",
-    "npz": "npz",
-    "idx": "idx",
-    "cifar_batches": "cifar_batches",
-    "image_folder": "image_folder",
-}
 
 
 @dataclass(frozen=True, eq=False)  # field-wise == on arrays would raise, identity is what callers mean

@@ -264,6 +264,48 @@ def to_unit_float(x: np.ndarray, scale: float, idx: np.ndarray | None = None) ->
 # ---------------------------------------------------------------------------------------------
 
 
+def _classes(name: str, class_names: Sequence[str] | None, where: str) -> tuple[int, tuple[str, ...]]:
+    """The number of classes and their names, checked against the dataset's fixed class count."""
+    if class_names is None:
+        return NUM_CLASSES[name], default_class_names(name, NUM_CLASSES[name])
+    names = tuple(str(c) for c in class_names)
+    fixed = name in ("mnist", "cifar10")
+    if (fixed and len(names) != NUM_CLASSES[name]) or not names:
+        raise DataError(f"{where}: lists {len(names)} class names but {name} has {NUM_CLASSES[name]} classes")
+    if len(set(names)) != len(names):
+        raise DataError(f"{where}: class names are not unique: {list(names)}")
+    return len(names), names
+
+
+def _split_pooled(cfg: DatasetConfig, x, y, scale, num_classes: int, seed: int, pooled: Part,
+                  default_sizes: tuple[int, int] | None, presized: bool):
+    train_size, test_size = cfg.train_size, cfg.test_size
+    if default_sizes is not None and not presized:
+        train_size = default_sizes[0] if train_size is None else train_size
+        test_size = default_sizes[1] if test_size is None else test_size
+    counts = np.bincount(y, minlength=num_classes)
+    train_q, test_q = split_quotas(counts, train_size, test_size, where=pooled.where)
+    tr, te = pooled_indices(y, train_q, test_q, np.random.default_rng(seed))
+    return (to_unit_float(x, scale, tr), y[tr]), (to_unit_float(x, scale, te), y[te])
+
+
+def _subsample_splits(cfg: DatasetConfig, xs, ys, scale, num_classes: int, seed: int, presized: bool):
+    picked = []
+    for key, size, x, y, stream in (
+        ("dataset.train_size", cfg.train_size, xs[0], ys[0], 1),
+        ("dataset.test_size", cfg.test_size, xs[1], ys[1], 2),
+    ):
+        if size is None or presized:
+            picked.append((to_unit_float(x, scale), y.copy()))
+            continue
+        if size > len(y):
+            raise DataError(f"{key}: expected <= {len(y)} available, got {size}")
+        # Separate streams so that changing train_size leaves the test subset as it was.
+        idx = subsample_indices(y, size, num_classes, np.random.default_rng([seed, stream]))
+        picked.append((to_unit_float(x, scale, idx), y[idx]))
+    return picked
+
+
 def finish(
     cfg: DatasetConfig,
     *,
@@ -284,25 +326,10 @@ def finish(
     the sizes (image_folder decodes only what it needs).
     """
     name = cfg.name
-    if class_names is not None:
-        class_names = tuple(str(c) for c in class_names)
-        num_classes = len(class_names)
-        fixed = name in ("mnist", "cifar10")
-        if (fixed and num_classes != NUM_CLASSES[name]) or num_classes == 0:
-            where = (pooled or train or test).where  # type: ignore[union-attr]
-            raise DataError(
-                f"{where}: lists {num_classes} class names but {name} has {NUM_CLASSES[name]} classes"
-            )
-        if len(set(class_names)) != num_classes:
-            where = (pooled or train or test).where  # type: ignore[union-attr]
-            raise DataError(f"{where}: class names are not unique: {list(class_names)}")
-    else:
-        num_classes = NUM_CLASSES[name]
-        class_names = default_class_names(name, num_classes)
-
-    parts = [p for p in (pooled,) if p is not None] if pooled is not None else [train, test]
+    parts = [pooled] if pooled is not None else [train, test]
     if any(p is None for p in parts):
         raise ValueError("finish() needs pooled= or both train= and test=")
+    num_classes, class_names = _classes(name, class_names, parts[0].where)  # type: ignore[union-attr]
     xs = [check_images(p, name=name, hw=hw) for p in parts]  # type: ignore[arg-type]
     ys = [check_labels(p, num_classes=num_classes, n=len(x)) for p, x in zip(parts, xs)]  # type: ignore[arg-type]
     if len(xs) == 2 and xs[0].shape[1:] != xs[1].shape[1:]:
@@ -311,46 +338,17 @@ def finish(
             f"{test.xname} images are {list(xs[1].shape[1:])}; train and test must match"  # type: ignore[union-attr]
         )
     scale = pixel_scale(list(zip(xs, parts)))  # type: ignore[arg-type]
-
     if pooled is not None:
-        train_size, test_size = cfg.train_size, cfg.test_size
-        if default_sizes is not None and not presized:
-            train_size = default_sizes[0] if train_size is None else train_size
-            test_size = default_sizes[1] if test_size is None else test_size
-        counts = np.bincount(ys[0], minlength=num_classes)
-        train_q, test_q = split_quotas(counts, train_size, test_size, where=pooled.where)
-        tr, te = pooled_indices(ys[0], train_q, test_q, np.random.default_rng(seed))
-        x_train, y_train = to_unit_float(xs[0], scale, tr), ys[0][tr]
-        x_test, y_test = to_unit_float(xs[0], scale, te), ys[0][te]
+        (x_train, y_train), (x_test, y_test) = _split_pooled(cfg, xs[0], ys[0], scale, num_classes, seed, pooled,
+                                                             default_sizes, presized)
         where_train = where_test = pooled.where
     else:
-        picked = []
-        for key, size, x, y, stream in (
-            ("dataset.train_size", cfg.train_size, xs[0], ys[0], 1),
-            ("dataset.test_size", cfg.test_size, xs[1], ys[1], 2),
-        ):
-            if size is None or presized:
-                picked.append((to_unit_float(x, scale), y.copy()))
-                continue
-            if size > len(y):
-                raise DataError(f"{key}: expected <= {len(y)} available, got {size}")
-            # Separate streams so that changing train_size leaves the test subset as it was.
-            idx = subsample_indices(y, size, num_classes, np.random.default_rng([seed, stream]))
-            picked.append((to_unit_float(x, scale, idx), y[idx]))
-        (x_train, y_train), (x_test, y_test) = picked
+        (x_train, y_train), (x_test, y_test) = _subsample_splits(cfg, xs, ys, scale, num_classes, seed, presized)
         where_train, where_test = train.where, test.where  # type: ignore[union-attr]
-
     for split, y, where in (("train", y_train, where_train), ("test", y_test, where_test)):
         if len(y) == 0:
             total = sum(len(v) for v in ys)
             raise DataError(f"{where}: the {split} split is empty ({total} usable images in total; too few to split)")
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train.astype(np.int64, copy=False),
-        x_test=x_test,
-        y_test=y_test.astype(np.int64, copy=False),
-        num_classes=num_classes,
-        class_names=class_names,
-        source=source,
-    )
+    return Dataset(name=name, x_train=x_train, y_train=y_train.astype(np.int64, copy=False), x_test=x_test,
+                   y_test=y_test.astype(np.int64, copy=False), num_classes=num_classes, class_names=class_names,
+                   source=source)

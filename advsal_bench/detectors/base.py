@@ -16,7 +16,9 @@ are the model for this shape):
   error. White-box attacks descend it. A detector whose score is not differentiable (a k-NN
   selection, a median filter) implements it with the standard surrogate or BPDA and says so.
 
-``save(directory)`` / ``load(directory, *, model)`` keep a fitted detector in the stage store; a
+``margin_fn(threshold)`` returns ``margin`` as a function of the images alone, built once (outside
+any trace) for white-box attacks. ``save(directory)`` / ``restore(directory, *, model)`` keep a
+fitted detector in the stage store (``load``, a classmethod, is the alternative to ``restore``); a
 detector without them is refit on every run.
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Detector(abc.ABC):
     needs_adversarial: ClassVar[bool] = True
     #: score(x) >= threshold raises the alarm; fit sets it.
     threshold: float = 0.5
+    #: False where ``margin`` is not available: white-box attacks then skip the detector.
+    differentiable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def fit(self, x_clean: np.ndarray, x_adv: np.ndarray | None, *, model: Any,
@@ -52,12 +56,20 @@ class Detector(abc.ABC):
     def margin(self, x: Any, threshold: float | None = None) -> Any:
         """tf.Tensor [B], differentiable in x, > 0 where ``score(x) >= threshold``."""
 
-    def save(self, directory: Path) -> None:  # pragma: no cover - overridden by storable detectors
+    def margin_fn(self, threshold: float | None = None) -> Callable[[Any], Any]:
+        """``margin`` with the threshold bound: images -> tf.Tensor [B]."""
+        return lambda x: self.margin(x, threshold)
+
+    def save(self, directory: Path) -> list[str] | None:  # pragma: no cover - overridden by storable detectors
+        """Write the fitted state into ``directory``; returns the file names (None: every file there)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be stored")
 
-    @classmethod
-    def load(cls, directory: Path, *, model: Any) -> "Detector":  # pragma: no cover
-        raise NotImplementedError(f"{cls.__name__} cannot be loaded")
+    def restore(self, directory: Path, *, model: Any) -> "Detector":
+        """The fitted detector :meth:`save` wrote (``load`` builds it where a subclass defines one)."""
+        load = getattr(type(self), "load", None)
+        if load is None:  # pragma: no cover
+            raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+        return load(directory, model=model)
 
 
 def as_model_fn(model: Any) -> Callable[[Any], Any]:

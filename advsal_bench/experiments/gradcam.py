@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .store import atomic_path
+from ..report import table
+from ..store import atomic_path
+from .spec import ExperimentContext, ExperimentSpec, ReportContext, register
 
 DEFAULT_LAYERS = {
     "mnist_net_f": ("conv1", "pool1", "conv2"),
@@ -46,10 +48,9 @@ def gradcam(model: keras.Model, x: np.ndarray, layers: Sequence[str]) -> dict[st
     except ValueError as exc:
         valid = ", ".join(l.name for l in model.layers)
         raise ValueError(f"gradcam layers: expected layer names of {model.name!r} ({valid}), got {list(layers)}") from exc
-    probe = keras.Model(model.inputs, [*outputs, model.outputs[0]])
     xt = tf.convert_to_tensor(x, tf.float32)
     with tf.GradientTape() as tape:
-        *acts, logits = probe(xt, training=False)
+        acts, logits = _activations(model, xt, layers, outputs)
         score = tf.reduce_sum(tf.reduce_max(logits, axis=-1))
     grads = tape.gradient(score, acts)
     maps = {}
@@ -60,6 +61,24 @@ def gradcam(model: keras.Model, x: np.ndarray, layers: Sequence[str]) -> dict[st
         peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
         maps[name] = cam / np.maximum(peak, 1e-12)
     return maps
+
+
+def _activations(model: keras.Model, x: tf.Tensor, layers: Sequence[str], outputs: list) -> tuple[list, tf.Tensor]:
+    """The named layers' activations and the logits, in one differentiable forward pass.
+
+    A Sequential model loaded from a .keras file rebuilds its graph, and its layers' symbolic
+    outputs are then not the ones ``model.outputs`` depends on (the gradient comes back None); so
+    a Sequential model is run layer by layer instead of through a probe model.
+    """
+    if isinstance(model, keras.Sequential):
+        acts, h = {}, x
+        for layer in model.layers:
+            h = layer(h, training=False)
+            if layer.name in layers:
+                acts[layer.name] = h
+        return [acts[name] for name in layers], h
+    *acts, logits = keras.Model(model.inputs, [*outputs, model.outputs[0]])(x, training=False)
+    return acts, logits
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -120,3 +139,19 @@ def _grid_png(path: Path, x_clean, x_adv, clean_maps, adv_maps, layers) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def compute(ctx: ExperimentContext) -> dict[str, Any]:
+    pool, g = ctx.splits.pool, ctx.run.cfg.gradcam
+    x_adv = {name: ctx.adv[key].x_test for name, key in ctx.plan.selected.items()}
+    return gradcam_experiment(ctx.f.model, pool.x[pool.test], x_adv, ctx.run.out, layers=g.layers, images=g.images)
+
+
+def render(gc: dict[str, Any], rctx: ReportContext) -> list[str]:
+    rows = [[layer, *[f"{gc['similarity'][a][layer]:.3f}" for a in gc["similarity"]]] for layer in gc["layers"]]
+    return ["## Grad-CAM layer analysis", "",
+            "Mean cosine similarity between clean and adversarial Grad-CAM maps per layer.", "",
+            table(rows, ["layer", *gc["similarity"]]), "", f"![gradcam]({gc['figure']})", ""]
+
+
+register(ExperimentSpec("gradcam", compute, render, chief_only=True))
