@@ -6,25 +6,26 @@ themselves are in the modules (``advsal_bench.attacks.ifgsm.ifgsm`` and so on).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
-from . import cw_detector as _cw_detector_module  # noqa: F401  (registrations)
-from . import cw_l2 as _cw_l2_module  # noqa: F401
-from . import fgsm as _fgsm_module  # noqa: F401
-from . import ifgsm as _ifgsm_module  # noqa: F401
-from . import jsma as _jsma_module  # noqa: F401
-from . import metzen as _metzen_module  # noqa: F401
-from . import pgd as _pgd_module  # noqa: F401
 from .api import api_function, run_attack
 from .detector_fn import make_detector_fn
 from .plugin import PluginAttackConfig, plugin_spec, split_body
 from .spec import ADAPTIVE_ATTACKS, ATTACKS, AdaptiveSpec, AdaptiveTask, AttackResult, AttackSpec
 
 __all__ = ["ADAPTIVE_ATTACKS", "ATTACKS", "AdaptiveSpec", "AdaptiveTask", "AttackResult", "AttackSpec",
-           "attack_spec", "build_attack_config", "make_detector_fn", "run_attack", *ATTACKS.names()]
+           "attack_spec", "build_attack_config", "make_detector_fn", "run_attack"]
 
+# Every module of this package registers its attack on import: a new attack is one new file.
+_MACHINERY = {"api", "spec", "plugin", "utils", "detector_fn"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _MACHINERY:
+        importlib.import_module(f"{__name__}.{_module.name}")
 for _name in ATTACKS.names():
     globals()[_name] = api_function(_name)
+__all__ += ATTACKS.names()
 
 
 def build_attack_config(name: str, body: dict[str, Any], key: str) -> Any:

@@ -7,6 +7,8 @@ type is the paper's ``learned`` D) or a plug-in ``package.module:Class``.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from .base import Detector
@@ -18,6 +20,12 @@ from .spec import DETECTORS, DetectorContext, DetectorSpec, FitData
 __all__ = ["DETECTORS", "DETECTOR_INPUTS", "Detector", "DetectorContext", "DetectorSpec", "FitData",
            "LearnedDetector", "LearnedDetectorConfig", "PluginDetector", "balanced_set", "build_detector_config",
            "detector_input", "detector_scores", "detector_spec", "scorer"]
+
+
+# Every other module of this package registers its detector kind on import: a new kind is one new file.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in {"base", "spec", "plugin", "features"}:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_detector_config(name: str, body: dict[str, Any], key: str) -> Any:
