@@ -17,9 +17,17 @@ from .learned import (DETECTOR_INPUTS, LearnedDetector, LearnedDetectorConfig, b
 from .plugin import PluginDetector, PluginDetectorConfig, plugin_spec
 from .spec import DETECTORS, DetectorContext, DetectorSpec, FitData
 
-__all__ = ["DETECTORS", "DETECTOR_INPUTS", "Detector", "DetectorContext", "DetectorSpec", "FitData",
-           "LearnedDetector", "LearnedDetectorConfig", "PluginDetector", "balanced_set", "build_detector_config",
-           "detector_input", "detector_scores", "detector_spec", "scorer"]
+# The field's baselines, for use from Python (in a suite: type lid, kd_bu, mahalanobis, feature_squeezing).
+from .feature_squeezing import FeatureSqueezingConfig, FeatureSqueezingDetector  # noqa: E402
+from .kd_bu import DROPOUT_ARCHS, KDBUConfig, KDBUDetector, arch_has_dropout, has_dropout  # noqa: E402
+from .lid import LIDConfig, LIDDetector  # noqa: E402
+from .mahalanobis import MahalanobisConfig, MahalanobisDetector  # noqa: E402
+
+__all__ = ["DETECTORS", "DETECTOR_INPUTS", "DROPOUT_ARCHS", "Detector", "DetectorContext", "DetectorSpec",
+           "FeatureSqueezingConfig", "FeatureSqueezingDetector", "FitData", "KDBUConfig", "KDBUDetector", "LIDConfig",
+           "LIDDetector", "LearnedDetector", "LearnedDetectorConfig", "MahalanobisConfig", "MahalanobisDetector",
+           "PluginDetector", "arch_has_dropout", "balanced_set", "build_detector_config", "detector_input",
+           "detector_scores", "detector_spec", "has_dropout", "scorer"]
 
 
 # Every other module of this package registers its detector kind on import: a new kind is one new file.

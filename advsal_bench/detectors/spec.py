@@ -83,3 +83,27 @@ class DetectorSpec:
 
 #: Every detector kind the suites know (``detectors.NAME.type``; a name that is a kind is its own type).
 DETECTORS: Registry[DetectorSpec] = Registry("detector")
+
+
+def register_baseline(kind: str, config: type, cls: type,
+                      check: Callable[[Any, Any, str], None] = lambda cfg, suite, key: None) -> DetectorSpec:
+    """Register a detector built by ``cls.from_config(cfg, key=...)`` from features of f alone.
+
+    Its resolve step fills a ``dataset`` field left null with the suite's dataset where the field
+    accepts it (the papers' per-dataset defaults), then builds it once, so a bad hyperparameter is a
+    config error before any work; ``check`` adds what depends on the rest of the suite.
+    """
+    import dataclasses
+
+    def resolve(cfg: Any, suite: Any, key: str) -> Any:
+        field = next((f for f in dataclasses.fields(cfg) if f.name == "dataset"), None)
+        if field is not None and cfg.dataset is None and suite.dataset.name in (field.metadata.get("choices") or ()):
+            cfg = dataclasses.replace(cfg, dataset=suite.dataset.name)
+        check(cfg, suite, key)
+        cls.from_config(cfg, key=key)
+        return cfg
+
+    spec = DetectorSpec(kind, config, build=lambda cfg, ctx: cls.from_config(cfg, key=f"detectors.{kind}"),
+                        resolve=resolve)
+    DETECTORS.add(kind, spec)
+    return spec
