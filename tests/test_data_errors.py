@@ -253,10 +253,6 @@ def test_data_error(tmp_path: Path, build: Callable[[Path], DatasetConfig], patt
     assert "\n" not in str(info.value), "messages must be one line"
 
 
-def test_table_is_large_enough() -> None:
-    assert len(CASES) >= 12
-
-
 # ---------------------------------------------------------------------------------------------
 # Hostile pickles and unavailable back ends
 # ---------------------------------------------------------------------------------------------

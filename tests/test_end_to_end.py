@@ -72,6 +72,8 @@ def test_detector_beats_chance_and_table_consistent(tiny_run):
     # the diagonal of each generalization matrix is the Table 1 number of the same D
     t1 = {(row["attack"], row["eps"]): row["d_accuracy"] for row in rows if row["detector"] == "image_saliency"}
     ag = r["attack_generalization"]
+    assert ag["attacks"] == list(TINY["attacks"])  # so the loops below check every attack
+    assert set(r["eps_generalization"]) == set(TINY["attacks"])  # every attack here has an eps grid
     for i, a in enumerate(ag["attacks"]):
         assert ag["accuracy"][i][i] == pytest.approx(t1[(a, ag["eps"][i])])
     for a, g in r["eps_generalization"].items():

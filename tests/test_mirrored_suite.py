@@ -44,6 +44,16 @@ def _stage_arrays(out: Path, prefix: str) -> np.ndarray:
     return np.concatenate([np.load(c)["x" if prefix.startswith("attack") else "s"] for c in chunks])
 
 
+def _d_accuracies_agree(one: dict, two: dict) -> None:
+    """Both Table 1s have a row per (attack, detector) of the suite, in the same order, and D's
+    accuracies agree within the stated 0.05."""
+    pairs = [(r["attack"], r["detector"]) for r in one["table1"]]
+    assert sorted(pairs) == sorted((a, d) for a in SUITE["attacks"] for d in SUITE["detectors"])
+    assert [(r["attack"], r["detector"]) for r in two["table1"]] == pairs
+    for r1, r2 in zip(one["table1"], two["table1"], strict=True):
+        assert abs(r1["d_accuracy"] - r2["d_accuracy"]) <= 0.05, (r1, r2)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mirrored")
@@ -76,8 +86,7 @@ def test_f_and_attack_accuracy_identical_training_within_tolerance(runs):
     assert two["classifier"] == one["classifier"]
     for name in SUITE["attacks"]:
         assert two["attacks"][name]["adv_accuracy"] == one["attacks"][name]["adv_accuracy"]
-    for r1, r2 in zip(one["table1"], two["table1"]):
-        assert abs(r1["d_accuracy"] - r2["d_accuracy"]) <= 0.05, (r1, r2)
+    _d_accuracies_agree(one, two)
 
 
 def test_custom_loop_trains_the_same_f_on_one_and_two_replicas(tmp_path):
@@ -93,5 +102,4 @@ def test_custom_loop_trains_the_same_f_on_one_and_two_replicas(tmp_path):
     assert two["classifier"] == one["classifier"]
     for name in SUITE["attacks"]:
         assert two["attacks"][name]["adv_accuracy"] == one["attacks"][name]["adv_accuracy"]
-    for r1, r2 in zip(one["table1"], two["table1"]):
-        assert abs(r1["d_accuracy"] - r2["d_accuracy"]) <= 0.05, (r1, r2)
+    _d_accuracies_agree(one, two)
