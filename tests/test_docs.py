@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from advsal_bench import cli
-from advsal_bench.config import ATTACK_CONFIGS, DetectorConfig, SuiteConfig, _yaml_load
+from advsal_bench.attacks import ADAPTIVE_ATTACKS, ATTACKS
+from advsal_bench.config import SuiteConfig
+from advsal_bench.detectors import DETECTORS
+from advsal_bench.schema import yaml_load as _yaml_load
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -130,6 +133,7 @@ def test_every_cli_command_in_the_docs_has_that_subcommand_and_options() -> None
 # --- docs/configuration.md against the schema --------------------------------------------------
 
 REQUIRED, THE_NAME = "required", "the name"
+DETECTOR_TYPE = "the name if it is a kind, else `learned`"
 KEY_ROW = re.compile(r"^\|\s*`([a-z_][a-z0-9_.<>]*)`\s*\|\s*(.*?)\s*\|")
 
 
@@ -149,11 +153,18 @@ def _schema_defaults() -> dict[str, object]:
                 out[prefix + f.name] = REQUIRED
 
     walk(SuiteConfig, "")
-    for kind, cls in ATTACK_CONFIGS.items():
-        walk(cls, f"attacks.{kind}.")
+    del out["adaptive.params"]  # each adaptive attack's section, below
+    for kind, spec in ATTACKS.items():
+        walk(spec.config, f"attacks.{kind}.")
         del out[f"attacks.{kind}.type"]
     out["attacks.<name>.type"] = THE_NAME
-    walk(DetectorConfig, "detectors.<name>.")
+    for kind, spec in DETECTORS.items():  # the paper's D under any name; each other kind under its own
+        prefix = "detectors.<name>." if kind == "learned" else f"detectors.{kind}."
+        walk(spec.config, prefix)
+        del out[f"{prefix}type"]
+    out["detectors.<name>.type"] = DETECTOR_TYPE
+    for kind, spec in ADAPTIVE_ATTACKS.items():
+        walk(spec.config, f"adaptive.{kind}.")
     return out
 
 
@@ -188,7 +199,7 @@ def test_configuration_reference_defaults_match_the_schema() -> None:
     wrong = []
     for key, cell in documented.items():
         want = schema.get(key)
-        if want in (REQUIRED, THE_NAME):
+        if want in (REQUIRED, THE_NAME, DETECTOR_TYPE):
             ok = cell == want
         else:
             m = re.fullmatch(r"`([^`]*)`", cell)
