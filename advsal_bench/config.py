@@ -137,6 +137,13 @@ def _build_adaptive(raw: Any, key: str) -> AdaptiveConfig:
 
 
 @dataclass(frozen=True)
+class GeneralizationConfig:
+    """Whose eps and attack generalization matrices to compute (null: the paper's detector's, or the first)."""
+
+    detectors: tuple[str, ...] | None = param(None, nonempty=True, unique=True)
+
+
+@dataclass(frozen=True)
 class GradCAMConfig:
     """Layers for the Grad-CAM analysis (null: a shallow, a middle and a deep layer of f)."""
 
@@ -197,6 +204,7 @@ class SuiteConfig:
     saliency: SaliencyConfig = SaliencyConfig()
     detectors: Mapping[str, Any] = param(factory=_default_detectors, entries=_detector_entry)
     experiments: tuple[str, ...] = param(("table1",), choices=_experiment_names, nonempty=True, unique=True)
+    generalization: GeneralizationConfig = GeneralizationConfig()
     gradcam: GradCAMConfig = GradCAMConfig()
     adaptive: AdaptiveConfig = param(factory=AdaptiveConfig, section=_build_adaptive)
     distribute: DistributeConfig = DistributeConfig()
@@ -275,10 +283,11 @@ def _resolve(cfg: SuiteConfig) -> SuiteConfig:
         cfg = dataclasses.replace(cfg, classifier=dataclasses.replace(cfg.classifier, arch=DEFAULT_ARCHS[cfg.dataset.name][0]))
     detectors = {n: detector_spec(d, f"detectors.{n}").resolve(d, cfg, f"detectors.{n}") for n, d in cfg.detectors.items()}
     cfg = dataclasses.replace(cfg, detectors=types.MappingProxyType(detectors))
-    for i, n in enumerate(cfg.adaptive.detectors or ()):
-        if n not in detectors:
-            raise ConfigError(f"config key 'adaptive.detectors[{i}]': unknown detector {n!r}; expected one of "
-                              f"{', '.join(detectors)}")
+    for section, names in (("adaptive", cfg.adaptive.detectors), ("generalization", cfg.generalization.detectors)):
+        for i, n in enumerate(names or ()):
+            if n not in detectors:
+                raise ConfigError(f"config key '{section}.detectors[{i}]': unknown detector {n!r}; expected one of "
+                                  f"{', '.join(detectors)}")
     for name, spec in EXPERIMENTS.items():
         if spec.is_enabled(cfg):
             spec.validate(cfg)
@@ -289,5 +298,5 @@ def _resolve(cfg: SuiteConfig) -> SuiteConfig:
 
 
 __all__ = ["AdaptiveConfig", "AdversarialConfig", "ClassifierConfig", "DatasetConfig", "DistributeConfig",
-           "EpsilonSelectionConfig", "GradCAMConfig", "SaliencyConfig", "SuiteConfig", "build_named", "config_from_dict",
+           "EpsilonSelectionConfig", "GeneralizationConfig", "GradCAMConfig", "SaliencyConfig", "SuiteConfig", "build_named", "config_from_dict",
            "config_to_yaml", "load_config", "param"]

@@ -13,29 +13,37 @@ def _grids(plan: Plan) -> dict[str, list[float]]:
 
 
 def evaluations(plan: Plan) -> list[EvalRequest]:
-    return [(plan.primary, (name, fit), (name, test)) for name, grid in _grids(plan).items()
+    return [(d, (name, fit), (name, test)) for d in plan.matrix_detectors for name, grid in _grids(plan).items()
             for test in grid for fit in grid]
 
 
+def _matrix(ctx: ExperimentContext, d: str, name: str, grid: list[float]) -> list[list[float]]:
+    return [[ctx.evals[(d, (name, fit), (name, test))].metrics["d_accuracy"] for fit in grid] for test in grid]
+
+
 def compute(ctx: ExperimentContext) -> dict[str, Any]:
+    """Per attack, the first matrix detector's matrix; ``by_detector`` has each one's where there are several."""
     out = {}
+    dets = ctx.plan.matrix_detectors
     for name, grid in _grids(ctx.plan).items():
-        d = ctx.plan.primary
-        matrix = [[ctx.evals[(d, (name, fit), (name, test))].metrics["d_accuracy"] for fit in grid] for test in grid]
-        out[name] = {"detector": d, "eps_fit": grid, "eps_test": grid, "accuracy": matrix}
+        out[name] = {"detector": dets[0], "eps_fit": grid, "eps_test": grid, "accuracy": _matrix(ctx, dets[0], name, grid)}
+        if len(dets) > 1:
+            out[name]["by_detector"] = {d: _matrix(ctx, d, name, grid) for d in dets}
     return out
 
 
 def render(part: dict[str, Any], rctx: ReportContext) -> list[str]:
     parts = []
     for name, g in part.items():
-        png = rctx.figures / f"eps_generalization_{name}.png"
-        heatmap_png(png, g["accuracy"], g["eps_test"], g["eps_fit"], xlabel="eps_fit", ylabel="eps_test",
-                    title=f"{name}: D ({g['detector']}) accuracy")
-        parts += [f"## Epsilon generalization: {name} (detector {g['detector']})", "",
-                  "Rows: eps of the test set; columns: eps D was fit on.", "",
-                  matrix_markdown(g["eps_test"], g["eps_fit"], g["accuracy"], "eps_test \\ eps_fit"), "",
-                  f"![{name}](figures/{png.name})", ""]
+        for det, matrix in g.get("by_detector", {g["detector"]: g["accuracy"]}).items():
+            png = rctx.figures / (f"eps_generalization_{name}.png" if det == g["detector"]
+                                  else f"eps_generalization_{name}_{det}.png")
+            heatmap_png(png, matrix, g["eps_test"], g["eps_fit"], xlabel="eps_fit", ylabel="eps_test",
+                        title=f"{name}: D ({det}) accuracy")
+            parts += [f"## Epsilon generalization: {name} (detector {det})", "",
+                      "Rows: eps of the test set; columns: eps D was fit on.", "",
+                      matrix_markdown(g["eps_test"], g["eps_fit"], matrix, "eps_test \\ eps_fit"), "",
+                      f"![{name}](figures/{png.name})", ""]
     return parts
 
 

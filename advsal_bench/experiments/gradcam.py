@@ -19,6 +19,7 @@ from .spec import ExperimentContext, ExperimentSpec, ReportContext, register
 
 DEFAULT_LAYERS = {
     "mnist_net_f": ("conv1", "pool1", "conv2"),
+    "mnist_net_f_dropout": ("conv1", "pool1", "conv2"),
     "cifar10_net_f": ("block1_conv1", "block2_conv2", "block3_conv2"),
     "cifar10_small_f": ("block1_relu", "block2_relu", "block4_relu"),
     "vgg16_f": ("block2_conv1", "block4_conv1", "block5_pool"),

@@ -21,11 +21,16 @@ class Plan:
     cfg: Any  # SuiteConfig
     grid: dict[str, tuple[float | None, ...]]  # attack -> the eps values crafted (None: no grid)
     selected: dict[str, SetKey]  # attack -> the set Table 1 uses (its selected eps)
-    primary: str  # the detector the generalization matrices show
+    primary: str  # the paper's detector where the suite has it, else its first
 
     @property
     def detectors(self) -> list[str]:
         return list(self.cfg.detectors)
+
+    @property
+    def matrix_detectors(self) -> list[str]:
+        """The detectors whose generalization matrices are computed (``generalization.detectors``)."""
+        return list(self.cfg.generalization.detectors or (self.primary,))
 
 
 @dataclass

@@ -15,13 +15,15 @@ __all__ = ["DEFAULT_METZEN_LAYER", "DEFAULT_METZEN_FILTERS", "METZEN_FILTERS", "
 
 # Early layers: Metzen et al. found the detector works best attached early (their AD(0)-AD(2)),
 # and an early map leaves the head's two poolings room (13x13 and 16x16 here).
-DEFAULT_METZEN_LAYER = {"mnist_net_f": "pool1", "cifar10_net_f": "block1_pool", "vgg16_f": "block4_conv1"}
+DEFAULT_METZEN_LAYER = {"mnist_net_f": "pool1", "mnist_net_f_dropout": "pool1", "cifar10_net_f": "block1_pool",
+                        "vgg16_f": "block4_conv1"}
 
 METZEN_FILTERS = (96, 192, 192)
 # The repository's f nets are CPU-sized (32-128 filters per layer); a head three times wider than the
 # network it watches would dominate training time and overfit the few thousand adversarial
 # examples a quick suite trains it on. Same layout, a third / half the width.
-DEFAULT_METZEN_FILTERS = {"mnist_net_f": (32, 64, 64), "cifar10_net_f": (48, 96, 96), "vgg16_f": METZEN_FILTERS}
+DEFAULT_METZEN_FILTERS = {"mnist_net_f": (32, 64, 64), "mnist_net_f_dropout": (32, 64, 64), "cifar10_net_f": (48, 96, 96),
+                          "vgg16_f": METZEN_FILTERS}
 
 
 def spatial_layers(f: keras.Model) -> list[str]:

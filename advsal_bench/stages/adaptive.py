@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..attacks import ADAPTIVE_ATTACKS, AdaptiveTask
+from ..metrics import threshold_at_fpr
 from ..schema import plain
 from .artifacts import AdaptiveRows, Classifier, FittedDetector, Images
 from .run import Run
@@ -32,28 +33,44 @@ def adaptive_metrics(x: np.ndarray, y: np.ndarray, x_adv: np.ndarray, clean_pred
     }
 
 
-def adaptive(run: Run, kind: str, f: Classifier, det: FittedDetector, test: Images, clean_pred: np.ndarray,
-             ball: tuple[str, float] | None) -> AdaptiveRows:
-    """Adaptive attack ``kind`` (``adaptive.attacks``) on f + ``det``, on the clean ``test`` images."""
+def deployed_threshold(scores_val: np.ndarray, default: float) -> tuple[float, str]:
+    """The threshold a deployer would choose, flagging 5% of clean validation images (the detector's
+    own where there are none), and which rule gave it."""
+    if len(scores_val):
+        return threshold_at_fpr(scores_val, 0.05), "5% FPR on clean validation"
+    return float(default), "the detector's default"
+
+
+def adaptive(run: Run, kind: str, f: Classifier, det: FittedDetector, test: Images, val: Images,
+             clean_pred: np.ndarray, ball: tuple[str, float] | None) -> AdaptiveRows:
+    """Adaptive attack ``kind`` (``adaptive.attacks``) on f + ``det``, on the clean ``test`` images.
+
+    The attack aims at D's deployed threshold (5% FPR on the clean validation images ``val``); each
+    row has its numbers there and, as ``*_default``, at D's own threshold (0.5 for a probability).
+    """
     ad = run.cfg.adaptive
     spec, cfg = ADAPTIVE_ATTACKS.get(kind, "adaptive.attacks"), ad.params[kind]
     t0 = time.perf_counter()
     label = f"adaptive:{kind}:{det.name}:{det.fit_label}"
     config = {"config": plain(cfg), "ball": ball, "surrogate_beta": ad.surrogate_beta, "batch_size": ad.batch_size}
-    stage = run.stage(label, "adaptive", [f, det, test], config)
+    stage = run.stage(label, "adaptive", [f, det, test, val], config)
     score = _scorer(run, det)
 
     def compute() -> tuple[dict, dict]:
         how = f": {ball[0]} eps={ball[1]:g}" if ball else ""
         run.log(f"adaptive {kind} on {det.name}/{det.fit_label}{how}, {len(test)} images")
-        margin = det.detector.margin_fn(None)
-        task = AdaptiveTask(run.runner, f.fn, margin, test.x, ball, ad.batch_size)
+        default = det.detector.threshold
+        threshold, rule = deployed_threshold(score(val.x) if len(val) else np.zeros(0), default)
+        task = AdaptiveTask(run.runner, f.fn, det.detector.margin_fn(threshold), test.x, ball, ad.batch_size)
         rows = []
         for fields, x_adv in spec.craft(cfg, task):
             adv_pred = run.predict(f.fn, x_adv, _BATCH).argmax(-1)
-            metrics = adaptive_metrics(test.x, test.y, x_adv, clean_pred, adv_pred, score(x_adv),
-                                       threshold=det.detector.threshold)
-            rows.append({**fields, **metrics})
+            scores = score(x_adv)
+            at_default = adaptive_metrics(test.x, test.y, x_adv, clean_pred, adv_pred, scores, threshold=default)
+            rows.append({**fields, **adaptive_metrics(test.x, test.y, x_adv, clean_pred, adv_pred, scores,
+                                                      threshold=threshold),
+                         "threshold": threshold, "threshold_rule": rule, "default_threshold": default,
+                         **{f"{k}_default": at_default[k] for k in ("success_rate", "detection_rate")}})
         return {}, {"rows": rows}
 
     _, values, status = run.coord.arrays(stage, compute)
