@@ -45,7 +45,7 @@ def small_model():
     return model, x[:24]
 
 
-PARAMS = {"fgsm": {"eps": 0.3}, "ifgsm_linf": {"eps": 0.3, "steps": 3}, "ifgsm_l2": {"eps": 2.0, "steps": 3},
+PARAMS = {"apgd": {"eps": 0.3, "steps": 5}, "fgsm": {"eps": 0.3}, "ifgsm_linf": {"eps": 0.3, "steps": 3}, "ifgsm_l2": {"eps": 2.0, "steps": 3},
           "pgd": {"eps": 0.3, "steps": 3}, "jsma": {"gamma": 0.2}, "cw_l2": {"steps": 10, "binary_search_steps": 2}}
 
 

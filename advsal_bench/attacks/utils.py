@@ -87,3 +87,69 @@ def random_in_ball(x: tf.Tensor, norm: float, eps: tf.Tensor | float, seeds: tf.
 
     seeds = tf.range(shape[0]) if seeds is None else tf.cast(seeds, tf.int32)
     return eps * tf.reshape(tf.map_fn(draw, seeds, fn_output_signature=tf.float32), shape)
+
+
+def project(x_adv: tf.Tensor, x: tf.Tensor, norm: float, eps: tf.Tensor | float,
+            clip_min: tf.Tensor | float, clip_max: tf.Tensor | float) -> tf.Tensor:
+    """A point of both the ``norm`` ball of radius ``eps`` around x and the box.
+
+    Ball first, box second: clipping to the box moves every coordinate towards x's (which lies in
+    the box), so it never leaves the ball. Exact projection onto the intersection for l_inf; for
+    l_2 a feasible point, as in the reference codes of PGD and APGD.
+    """
+    return tf.clip_by_value(x + clip_eta(x_adv - x, norm, eps), clip_min, clip_max)
+
+
+def random_start(x: tf.Tensor, norm: float, eps: tf.Tensor | float, seed: tf.Tensor,
+                 clip_min: tf.Tensor | float, clip_max: tf.Tensor | float) -> tf.Tensor:
+    """A random start in the ball, clipped to the box: uniform in the l_inf cube, or on the l_2 sphere.
+
+    ``seed`` is a shape-[2] integer tensor (stateless RNG), so the start is reproducible inside a
+    ``tf.function`` and does not touch the global generator.
+    """
+    if norm == np.inf:
+        eta = tf.random.stateless_uniform(tf.shape(x), seed, minval=-1.0, maxval=1.0) * eps
+    else:
+        eta = eps * normalize(tf.random.stateless_normal(tf.shape(x), seed), 2)
+    return tf.clip_by_value(x + eta, clip_min, clip_max)
+
+
+def remove_component(g: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
+    """Per example, g minus its projection onto h: the part of g orthogonal to h.
+
+    A zero h leaves g unchanged (there is no direction to remove); no small floor on h.h, which
+    would leave part of the component in place when the gradients are tiny.
+    """
+    axes = _reduce_axes(g)
+    dot = tf.reduce_sum(g * h, axis=axes, keepdims=True)
+    hh = tf.reduce_sum(h * h, axis=axes, keepdims=True)
+    coef = tf.math.divide_no_nan(dot, hh)
+    return g - coef * h
+
+
+def check_eps(eps: object) -> None:
+    """eps > 0 for Python/NumPy numbers and eager tensors; a symbolic tensor is the caller's duty."""
+    if isinstance(eps, (int, float, np.number)) and not isinstance(eps, bool):
+        value = float(eps)
+    elif tf.is_tensor(eps) and tf.executing_eagerly():
+        value = float(tf.reduce_min(eps).numpy())
+    else:
+        return
+    if not value > 0:
+        raise ValueError(f"eps: expected > 0, got {value}")
+
+
+def check_steps(steps: object, name: str = "steps") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
+    return int(steps)
+
+
+def check_box(clip_min: float, clip_max: float) -> None:
+    if not clip_min < clip_max:
+        raise ValueError(f"clip_min < clip_max: expected true, got clip_min={clip_min}, clip_max={clip_max}")
+
+
+def per_example(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """Reshape a [B] tensor so that it broadcasts over an image batch like ``like``."""
+    return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
