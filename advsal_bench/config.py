@@ -102,6 +102,8 @@ class AdaptiveConfig:
 
     attacks: tuple[str, ...] = param((), choices=_adaptive_names, unique=True)
     detectors: tuple[str, ...] | None = param(None, nonempty=True)
+    # The attacks whose Table 1 detectors are attacked (null: every attack's).
+    fit_on: tuple[str, ...] | None = param(None, nonempty=True, unique=True)
     test_size: int = param(200, gt=0)
     batch_size: int = param(100, gt=0)
     # Gradient through the saliency map from a softplus(beta*z)/beta copy of f (null: f's own, which is
@@ -283,6 +285,10 @@ def _resolve(cfg: SuiteConfig) -> SuiteConfig:
         cfg = dataclasses.replace(cfg, classifier=dataclasses.replace(cfg.classifier, arch=DEFAULT_ARCHS[cfg.dataset.name][0]))
     detectors = {n: detector_spec(d, f"detectors.{n}").resolve(d, cfg, f"detectors.{n}") for n, d in cfg.detectors.items()}
     cfg = dataclasses.replace(cfg, detectors=types.MappingProxyType(detectors))
+    for i, n in enumerate(cfg.adaptive.fit_on or ()):
+        if n not in cfg.attacks:
+            raise ConfigError(f"config key 'adaptive.fit_on[{i}]': unknown attack {n!r}; expected one of "
+                              f"{', '.join(cfg.attacks)}")
     for section, names in (("adaptive", cfg.adaptive.detectors), ("generalization", cfg.generalization.detectors)):
         for i, n in enumerate(names or ()):
             if n not in detectors:

@@ -22,8 +22,13 @@ def _detectors(plan: Plan) -> list[str]:
     return list(plan.cfg.adaptive.detectors or plan.cfg.detectors)
 
 
+def _fit_sets(plan: Plan) -> dict[str, SetKey]:
+    names = plan.cfg.adaptive.fit_on or tuple(plan.selected)
+    return {a: plan.selected[a] for a in names}
+
+
 def needed(plan: Plan) -> list[tuple[str, SetKey]]:
-    return [(d, key) for key in plan.selected.values() for d in _detectors(plan)]
+    return [(d, key) for key in _fit_sets(plan).values() for d in _detectors(plan)]
 
 
 def fit_ball(ctx: ExperimentContext, attack: str) -> tuple[str, float] | None:
@@ -58,7 +63,7 @@ def compute(ctx: ExperimentContext) -> list[dict[str, Any]]:
     fallback = next((b for b in balls.values() if b is not None and b[0] == "linf"), None)
     t1 = {(r["attack"], r["detector"]): r for r in ctx.results["table1"]}
     rows: list[dict[str, Any]] = []
-    for attack, key in ctx.plan.selected.items():
+    for attack, key in _fit_sets(ctx.plan).items():
         for det_name in _detectors(ctx.plan):
             det, ref = ctx.detectors[(det_name, key)], t1[(attack, det_name)]
             base = {"attack": attack, "eps": key[1], "detector": det_name,

@@ -33,14 +33,21 @@ def evaluate(run: Run, det: FittedDetector, pool: Pool, val: Images, adv: AdvSet
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         t = time.perf_counter()
-        sc = score(pool.x[pool.test], None if s["pool"] is None else s["pool"][pool.test])
+        # The clean test and validation scores are the detector's alone: scored once per run for
+        # all the adversarial sets it is evaluated on.
+        scored = []
+
+        def once(key: Any, x: np.ndarray, maps: np.ndarray | None) -> np.ndarray:
+            return run.memo(("scores", det.key, key), lambda: scored.append(len(x)) or score(x, maps))
+
+        sc = once(pool.key, pool.x[pool.test], None if s["pool"] is None else s["pool"][pool.test])
+        sv = once(val.key, val.x, s["val"])
         sa = score(adv.x_test, None if s["adv"] is None else s["adv"][adv.n_train :])
-        sv = score(val.x, s["val"])
         thr = det.detector.threshold
         metrics = {**detection_metrics(sc, sa, threshold=thr),
                    **operating_point_metrics(sv, sc, sa, fooled, threshold=thr)}
         return ({"clean": sc, "adv": sa},
-                {"metrics": metrics, "seconds": time.perf_counter() - t, "images": len(sc) + len(sa) + len(sv)})
+                {"metrics": metrics, "seconds": time.perf_counter() - t, "images": len(sa) + sum(scored)})
 
     arrays, values, status = run.coord.arrays(stage, compute)
     run.record(stage, status, time.perf_counter() - t0)
