@@ -15,7 +15,7 @@ from typing import Callable, Union
 import numpy as np
 import tensorflow as tf
 
-from ..pairsearch import best_pairs, native, resolve_backend
+from ..pairsearch import best_pairs, resolve_backend
 
 __all__ = ["jsma", "JSMAResult"]
 
@@ -111,10 +111,11 @@ def _step_numpy(
     clip_max: float,
     increase: bool,
 ) -> np.ndarray:
-    """Iteration ``it`` of the active images in place on any pair-search
-    backend: the twin of the native ``jsma_step`` (same arguments after
-    ``backend``, same result: the images still active; ``steps[active]``
-    becomes each image's step count)."""
+    """Iteration ``it`` of the active images in place: the best pair of each
+    image not ``done`` moves both features of ``x_adv`` by ``delta`` (clipped)
+    and leaves the domain.  ``steps[active]`` becomes each image's step count;
+    returns the images still active (those that took a step, none after the
+    ``last`` iteration)."""
     if done.all():
         steps[active] = it
         return active[:0]
@@ -200,10 +201,7 @@ def jsma(
     # Every active image takes one step per iteration: the step writes each
     # image's count, and the images that leave drop out of `active`.
     it = 0
-    if backend_used == "native":
-        step = functools.partial(native.jsma_step, hints=native.new_hints(b))
-    else:
-        step = functools.partial(_step_numpy, backend_used)
+    step = functools.partial(_step_numpy, backend_used)
     active = np.arange(b) if max_steps > 0 else np.arange(0)
     while active.size:
         t0 = time.perf_counter()
@@ -217,9 +215,6 @@ def jsma(
         t_jac += t1 - t0
         # Images the model already classifies as their target, or with no
         # admissible pair left, take no step and leave; after max_steps, all.
-        # The step does this bookkeeping too: NumPy calls right after
-        # TensorFlow's pass cost 10-35 us each (cold caches), more than the
-        # search of a batch of small images.
         active = step(
             s_t, s_o, domain, done, x_adv, active, steps, it, it + 1 == max_steps, delta, clip_min, clip_max, increase
         )
