@@ -241,6 +241,31 @@ std::int64_t compact(const float* st, const float* so, const std::uint8_t* dom, 
   return m;
 }
 
+// The smallest sigma_p that advsal_skip_p keeps, +inf if none up to
+// sigma_max: skip_p only grows looser with sigma_p, so a bisection over the
+// doubles (in their integer order) finds it, and the candidates are skipped
+// by one compare each.
+double sigma_floor(double sigma_max, double best) {
+  const auto ordered = [](double x) {  // unsigned order = double order
+    std::uint64_t b;
+    std::memcpy(&b, &x, sizeof b);
+    return (b >> 63) ? ~b : (b | (1ull << 63));
+  };
+  const auto value = [](std::uint64_t k) {
+    const std::uint64_t b = (k >> 63) ? (k & ~(1ull << 63)) : ~k;
+    double x;
+    std::memcpy(&x, &b, sizeof x);
+    return x;
+  };
+  if (advsal_skip_p(sigma_max, sigma_max, best)) return HUGE_VAL;
+  std::uint64_t lo = ordered(-DBL_MAX), hi = ordered(sigma_max);  // skip_p(lo) holds (S < 0), skip_p(hi) not
+  while (hi - lo > 1) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    (advsal_skip_p(value(mid), sigma_max, best) ? lo : hi) = mid;
+  }
+  return value(hi);
+}
+
 // Exact best pair among the m delta-ascending candidates, merged into `best`.
 // The highest-sigma candidate goes first: a strong early best prunes the
 // rest.  Then, kp ascending makes -delta_p descending, so each walk's start
@@ -252,10 +277,13 @@ void search_sorted(const double* dl, const float* cu, const float* cv, const adv
     if (advsal_sigma(cu[k], cv[k]) > advsal_sigma(cu[top], cv[top])) top = k;
   const double sigma_max = advsal_sigma(cu[top], cv[top]);
   advsal_search_from(top, advsal_lower_bound(dl, m, -dl[top]), dl, cu, cv, ci, m, sigma_max, 0.0, &best);
+  double floor = sigma_floor(sigma_max, best.score);
   for (std::int64_t kp = 0, start = m; kp < m; ++kp) {
-    if (advsal_skip_p(advsal_sigma(cu[kp], cv[kp]), sigma_max, best.score)) continue;
+    if (advsal_sigma(cu[kp], cv[kp]) < floor) continue;
     while (start > 0 && dl[start - 1] >= -dl[kp]) --start;
+    const double before = best.score;
     advsal_search_from(kp, start, dl, cu, cv, ci, m, sigma_max, 0.0, &best);
+    if (best.score > before) floor = sigma_floor(sigma_max, best.score);
   }
 }
 
