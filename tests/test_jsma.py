@@ -137,110 +137,86 @@ def test_step_counts_match_the_features_changed() -> None:
     assert alone.changed_fraction[0] == 0.0 and alone.iterations == 0 and alone.success[0]
 
 
+def test_late_rows_of_a_long_224_jsma_run_keep_exact_pairs() -> None:
+    """Rows from late in a long JSMA run at 224x224x3 (one image, target out of reach): the top of
+    the sigma range is eaten by earlier steps.  Each row must give exactly the numpy backend's
+    pair on the native backend."""
+    import importlib
+
+    jsma_mod = importlib.import_module("advsal_bench.attacks.jsma")  # the module: advsal_bench.attacks.jsma is the API function
+    import advsal_bench.pairsearch as ps
+
+    if "native" not in ps.available_backends():
+        pytest.skip("native extension not built")
+    keras = pytest.importorskip("keras")
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
+                              keras.layers.Conv2D(16, 3, strides=2, activation="relu"), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32) * 0.5
+    unreachable = lambda z: model(z) + tf.constant(-1e4 * np.eye(10, dtype=np.float32)[3])  # noqa: E731
+    rows, step = [], jsma_mod._step_numpy
+
+    def capture(backend, s_t, s_o, domain, done, x_adv, active, steps, it, *args, **kwargs):
+        if it >= 120 and it % 5 == 0:
+            rows.append((s_t.copy(), s_o.copy(), domain[active].copy()))
+        return step(backend, s_t, s_o, domain, done, x_adv, active, steps, it, *args, **kwargs)
+
+    jsma_mod._step_numpy = capture
+    try:
+        res = jsma_mod.jsma(unreachable, x, target=3, gamma=2 * 160 / x.size, backend="native")
+    finally:
+        jsma_mod._step_numpy = step
+    assert res.iterations == 160 and len(rows) == 8
+    for st, so, dom in rows:
+        got = ps.best_pairs(st, so, dom, backend="native")
+        want = ps.best_pairs(st, so, dom, backend="numpy")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("increase", [True, False])
-def test_native_step_matches_the_numpy_step(increase: bool) -> None:
-    """The native jsma_step (search and update in place, no gather) against the NumPy step on the
-    numpy backend: the same x, steps and domain of the images still running, with images done,
-    images whose domain is empty, a partial active set and values that get clipped."""
+def test_step_moves_each_active_image_by_its_best_pair(increase: bool) -> None:
+    """One iteration's host work on every fast backend, against the pairs of the brute force on each
+    image's domain: images done or with an empty domain take no step, the rest move both features
+    of their pair by delta (clipped) and drop them from the domain; rows outside the active set,
+    and the other features, stay as they were."""
     import advsal_bench.pairsearch as ps
     from advsal_bench.attacks.jsma import _step_numpy
+    from advsal_bench.pairsearch.reference import best_pairs_reference
 
-    if "native" not in ps.available_backends():
-        pytest.skip("native extension not built")
     rng = np.random.default_rng(5)
     b, n = 12, 300
-    for trial in range(20):
-        x = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0], size=(b, n)).astype(np.float32)
-        domain = (x < 1.0) if increase else (x > 0.0)
-        domain &= rng.random((b, n)) < 0.8
-        domain[3] = False  # no feature left
-        active = np.sort(rng.choice(b, size=int(rng.integers(1, b + 1)), replace=False))
-        s_t = rng.normal(size=(active.size, n)).astype(np.float32)
-        s_o = rng.normal(size=(active.size, n)).astype(np.float32)
-        done = rng.random(active.size) < 0.25
-        delta = np.float32(0.3 if increase else -0.3)
-        it, last = int(rng.integers(0, 5)), trial % 4 == 3
-        steps0 = rng.integers(-1, 3, size=b)  # rows outside `active` must keep theirs
-        x_np, dom_np, x_nat, dom_nat = x.copy(), domain.copy(), x.copy(), domain.copy()
-        steps_np, steps_nat = steps0.copy(), steps0.copy()
-        hints = ps.native.new_hints(b) if trial % 2 else None
-        next_np = _step_numpy("numpy", s_t, s_o, dom_np, done, x_np, active, steps_np, it, last, delta, 0.0, 1.0,
-                              increase)
-        next_nat = ps.native.jsma_step(s_t, s_o, dom_nat, done, x_nat, active, steps_nat, it, last, delta, 0.0, 1.0,
-                                       increase, hints=hints)
-        np.testing.assert_array_equal(next_nat, next_np)
-        np.testing.assert_array_equal(steps_nat, steps_np)
-        np.testing.assert_array_equal(x_nat, x_np)
-        stepped = steps_np[active] == it + 1
-        assert (steps_np[active] == np.where(stepped, it + 1, it)).all()
-        np.testing.assert_array_equal(steps_np[np.setdiff1d(np.arange(b), active)],
-                                      steps0[np.setdiff1d(np.arange(b), active)])
-        assert not stepped[done].any() and not stepped[active == 3].any()  # done, or no feature left
-        np.testing.assert_array_equal(next_np, [] if last else active[stepped])
-        running = active[stepped]
-        np.testing.assert_array_equal(dom_nat[running], dom_np[running])
-        changed = int(stepped.sum())
-        assert (x_nat.reshape(b, n) != x).sum() <= 2 * changed and x_nat.min() >= 0.0 and x_nat.max() <= 1.0
-
-
-def _hinted_run(s_t_seq, s_o_seq, x0, hints):
-    """Runs the native step over a sequence of gradients from x0; returns x, steps, the rows still
-    active after each step and the path of the last row solved in each."""
-    import advsal_bench.pairsearch as ps
-
-    b, n = x0.shape
-    x, domain, steps = x0.copy(), x0 < 1.0, np.zeros(b, np.int64)
-    active, trail, paths = np.arange(b), [], []
-    for it, (s_t, s_o) in enumerate(zip(s_t_seq, s_o_seq)):
-        done = np.zeros(active.size, bool)
-        active = ps.native.jsma_step(s_t[active], s_o[active], domain, done, x, active, steps, it, False,
-                                     np.float32(1.0), 0.0, 1.0, True, threads=1, hints=hints)
-        trail.append(active.copy())
-        paths.append(ps._native._ext.last_path())
-    return x, steps, trail, paths
-
-
-@pytest.mark.parametrize("n", [784, 3 * 8192 + 3])  # a short row, and one past the top-sigma threshold
-def test_native_step_hints_change_no_pair(n: int) -> None:
-    """The hints carry each image's corners to its next step; whatever they hold (carried from the
-    previous step, random indices, out-of-range or repeated ones), the steps are those without."""
-    import advsal_bench.pairsearch as ps
-
-    if "native" not in ps.available_backends():
-        pytest.skip("native extension not built")
-    assert n == 784 or n >= ps._native._ext.top_sigma_min_features
-    rng = np.random.default_rng(11)
-    b, iters = 6, 12
-    base_t, base_o = rng.normal(size=(b, n)), rng.normal(size=(b, n))
-    # Gradients drift a little from step to step, as a model's do while JSMA moves two features.
-    s_t = [(base_t + 0.05 * rng.normal(size=(b, n))).astype(np.float32) for _ in range(iters)]
-    s_o = [(base_o + 0.05 * rng.normal(size=(b, n))).astype(np.float32) for _ in range(iters)]
-    x0 = rng.choice([0.0, 0.3, 1.0], size=(b, n), p=[0.6, 0.3, 0.1]).astype(np.float32)
-    want = _hinted_run(s_t, s_o, x0, None)
-    carried = _hinted_run(s_t, s_o, x0, ps.native.new_hints(b))
-    assert "hint_layers" in carried[3][1:], carried[3]
-    junk = rng.integers(-3, n + 3, size=(b, ps._native._ext.hint_width)).astype(np.int32)
-    junk[:, 1::4] = junk[:, 0::4]  # some slots name one feature twice
-    for got in (carried, _hinted_run(s_t, s_o, x0, junk)):
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
-        for a, c in zip(got[2], want[2]):
-            np.testing.assert_array_equal(a, c)
-
-
-def test_native_step_hint_naming_one_feature_twice_drops_nothing() -> None:
-    """A corner needs two distinct points above it: P is below Q only, and (P, Q) is the best pair.
-    A hint slot naming Q twice must not make a corner at Q (which would drop P)."""
-    import advsal_bench.pairsearch as ps
-
-    if "native" not in ps.available_backends():
-        pytest.skip("native extension not built")
-    n, p, q = 600, 100, 400
-    u, v = np.full(n, -1.0), np.full(n, -1.0)  # fillers: each pairs with Q at score 1
-    u[p], v[p], u[q], v[q] = 1.0, 1.5, 2.0, 2.0  # (P, Q) scores 3 * 3.5
-    st, so = u[None].astype(np.float32), (-v)[None].astype(np.float32)
-    x, domain, steps = np.zeros((1, n), np.float32), np.ones((1, n), bool), np.zeros(1, np.int64)
-    hints = np.full((1, ps._native._ext.hint_width), q, np.int32)
-    ps.native.jsma_step(st, so, domain, np.zeros(1, bool), x, np.arange(1), steps, 0, False, np.float32(1.0), 0.0,
-                        1.0, True, threads=1, hints=hints)
-    assert sorted(np.flatnonzero(x[0])) == [p, q]
+    for backend in [name for name in ps.available_backends() if name in ("numpy", "native")]:
+        for trial in range(20):
+            x = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0], size=(b, n)).astype(np.float32)
+            domain = ((x < 1.0) if increase else (x > 0.0)) & (rng.random((b, n)) < 0.8)
+            domain[3] = False  # no feature left
+            active = np.sort(rng.choice(b, size=int(rng.integers(1, b + 1)), replace=False))
+            s_t = rng.normal(size=(active.size, n)).astype(np.float32)
+            s_o = rng.normal(size=(active.size, n)).astype(np.float32)
+            done = rng.random(active.size) < 0.25
+            delta = np.float32(0.3 if increase else -0.3)
+            it, last = int(rng.integers(0, 5)), trial % 4 == 3
+            steps = rng.integers(-1, 3, size=b)
+            want_dom = domain[active] & ~done[:, None]
+            p, q, _ = best_pairs_reference(s_t, s_o, want_dom, increase=increase)
+            x1, dom1, steps1 = x.copy(), domain.copy(), steps.copy()
+            nxt = _step_numpy(backend, s_t, s_o, dom1, done, x1, active, steps1, it, last, delta=delta, clip_min=0.0,
+                              clip_max=1.0, increase=increase)
+            stepped = p >= 0
+            assert not stepped[done].any() and not stepped[active == 3].any()
+            np.testing.assert_array_equal(nxt, [] if last else active[stepped])
+            np.testing.assert_array_equal(steps1[active], it + stepped)
+            others = np.setdiff1d(np.arange(b), active)
+            np.testing.assert_array_equal(steps1[others], steps[others])
+            want_x = x.copy()
+            for k in np.flatnonzero(stepped):
+                r, pair = active[k], [p[k], q[k]]
+                want_x[r, pair] = np.clip(x[r, pair] + delta, 0.0, 1.0)
+                assert not dom1[r, pair].any()
+                keep = np.setdiff1d(np.arange(n), pair)
+                np.testing.assert_array_equal(dom1[r, keep], domain[r, keep])
+            np.testing.assert_array_equal(x1, want_x)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import ConfigError
-from ..pairsearch import best_pairs, native, resolve_backend
+from ..pairsearch import best_pairs, resolve_backend
 from ..schema import param
 from .spec import ATTACKS, AttackSpec, Crafted
 
@@ -81,6 +81,7 @@ def _predict(model_fn: Callable, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def _targets(y: np.ndarray, k: int, target: Target, seed: int) -> np.ndarray:
+    """Per image a class other than ``y``: drawn ('random'), ``y + 1`` ('next') or a fixed index."""
     if isinstance(target, str):
         if target == "random":
             rng = np.random.default_rng(seed)
@@ -109,15 +110,17 @@ def _step_numpy(
     steps: np.ndarray,
     it: int,
     last: bool,
+    *,
     delta: np.float32,
     clip_min: float,
     clip_max: float,
     increase: bool,
 ) -> np.ndarray:
-    """Iteration ``it`` of the active images in place on any pair-search
-    backend: the twin of the native ``jsma_step`` (same arguments after
-    ``backend``, same result: the images still active; ``steps[active]``
-    becomes each image's step count)."""
+    """Iteration ``it`` of the active images in place: the best pair of each
+    image not ``done`` moves both features of ``x_adv`` by ``delta`` (clipped)
+    and leaves the domain.  ``steps[active]`` becomes each image's step count;
+    returns the images still active (those that took a step, none after the
+    ``last`` iteration)."""
     if done.all():
         steps[active] = it
         return active[:0]
@@ -137,6 +140,63 @@ def _step_numpy(
     domain_flat[at] = False
     steps[active] = it + stepped
     return rows[:0] if last else rows
+
+
+def _check(x, *, theta: float, gamma: float, clip_min: float, clip_max: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected a batch [B, ...] with at least 2 dims, got shape {x.shape}")
+    if not theta > 0:
+        raise ValueError(f"theta: expected > 0, got {theta}")
+    if not 0 < gamma <= 1:
+        raise ValueError(f"gamma: expected 0 < gamma <= 1, got {gamma}")
+    if not clip_min < clip_max:
+        raise ValueError(f"clip_min < clip_max: expected true, got clip_min={clip_min}, clip_max={clip_max}")
+    return x
+
+
+def _labels(model_fn: Callable, x: np.ndarray, y, num_classes: int | None) -> tuple[np.ndarray, int]:
+    """(the labels to move away from, the number of classes): the model's predictions where not given."""
+    if y is None or num_classes is None:
+        logits0 = _predict(model_fn, x)
+        k = int(num_classes or logits0.shape[1])
+        y = np.argmax(logits0, axis=1) if y is None else y
+    else:
+        k = int(num_classes)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y: expected shape ({x.shape[0]},), got {y.shape}")
+    return y, k
+
+
+def _iterate(grads, step, x_adv: np.ndarray, domain: np.ndarray, steps: np.ndarray, tgt: np.ndarray,
+             feature_shape: tuple[int, ...], *, max_steps: int) -> tuple[float, float]:
+    """JSMA's iterations in place: one batched Jacobian pass over the active images, then their steps.
+
+    Returns the seconds of the Jacobian passes and of the pair search with its bookkeeping.
+    """
+    b, t_jac, t_pair, it = x_adv.shape[0], 0.0, 0.0, 0
+    # Every active image takes one step per iteration: the step writes each
+    # image's count, and the images that leave drop out of `active`.
+    active = np.arange(b) if max_steps > 0 else np.arange(0)
+    while active.size:
+        t0 = time.perf_counter()
+        x_in = x_adv if active.size == b else x_adv[active]  # active is sorted: all of it is arange(b)
+        done, s_t, s_o = grads(
+            tf.constant(x_in.reshape((-1,) + feature_shape)), tf.constant(tgt[active], dtype=tf.int32)
+        )
+        # .numpy() waits for the device: the Jacobian's time includes its sync.
+        done, s_t, s_o = done.numpy(), s_t.numpy(), s_o.numpy()
+        t1 = time.perf_counter()
+        t_jac += t1 - t0
+        # Images the model already classifies as their target, or with no
+        # admissible pair left, take no step and leave; after max_steps, all.
+        active = step(s_t, s_o, domain, done, x_adv, active, steps, it, it + 1 == max_steps)
+        it += 1
+        # Everything after the Jacobian's host copy counts as pair search: the
+        # search itself, the domain it needs and the step that updates both.
+        t_pair += time.perf_counter() - t1
+    return t_jac, t_pair
 
 
 def jsma(
@@ -166,29 +226,11 @@ def jsma(
         increase: raise features (domain: x < clip_max) or lower them (x > clip_min).
         backend: pair-search backend, see advsal_bench.pairsearch.
     """
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim < 2:
-        raise ValueError(f"x: expected a batch [B, ...] with at least 2 dims, got shape {x.shape}")
-    if not theta > 0:
-        raise ValueError(f"theta: expected > 0, got {theta}")
-    if not 0 < gamma <= 1:
-        raise ValueError(f"gamma: expected 0 < gamma <= 1, got {gamma}")
-    if not clip_min < clip_max:
-        raise ValueError(f"clip_min < clip_max: expected true, got clip_min={clip_min}, clip_max={clip_max}")
+    x = _check(x, theta=theta, gamma=gamma, clip_min=clip_min, clip_max=clip_max)
     backend_used = resolve_backend(backend)
     b, feature_shape = x.shape[0], tuple(x.shape[1:])
     n = int(np.prod(feature_shape))
-    if y is None or num_classes is None:
-        logits0 = _predict(model_fn, x)
-        k = int(num_classes or logits0.shape[1])
-        y = np.argmax(logits0, axis=1) if y is None else y
-    else:
-        k = int(num_classes)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if y.shape != (b,):
-        raise ValueError(f"y: expected shape ({b},), got {y.shape}")
-    tgt = _targets(y, k, target, seed).astype(np.int64)
-
+    tgt = _targets(*_labels(model_fn, x, y, num_classes), target, seed).astype(np.int64)
     x_adv = x.reshape(b, n).copy()
     # The search domain, kept up to date in place: features that can still move
     # and have not been changed yet.  Only picked features change, and they
@@ -196,41 +238,10 @@ def jsma(
     # without recomputing it over all b * n features per iteration.
     domain = x_adv < clip_max if increase else x_adv > clip_min
     steps = np.zeros(b, dtype=np.int64)
-    max_steps = int(np.floor(gamma * n / 2))
-    delta = np.float32(theta if increase else -theta)
-    grads = _grad_fn(model_fn, feature_shape)
-    t_jac = t_pair = 0.0
-    # Every active image takes one step per iteration: the step writes each
-    # image's count, and the images that leave drop out of `active`.
-    it = 0
-    if backend_used == "native":
-        step = functools.partial(native.jsma_step, hints=native.new_hints(b))
-    else:
-        step = functools.partial(_step_numpy, backend_used)
-    active = np.arange(b) if max_steps > 0 else np.arange(0)
-    while active.size:
-        t0 = time.perf_counter()
-        x_in = x_adv if active.size == b else x_adv[active]  # active is sorted: all of it is arange(b)
-        done, s_t, s_o = grads(
-            tf.constant(x_in.reshape((-1,) + feature_shape)), tf.constant(tgt[active], dtype=tf.int32)
-        )
-        # .numpy() waits for the device: the Jacobian's time includes its sync.
-        done, s_t, s_o = done.numpy(), s_t.numpy(), s_o.numpy()
-        t1 = time.perf_counter()
-        t_jac += t1 - t0
-        # Images the model already classifies as their target, or with no
-        # admissible pair left, take no step and leave; after max_steps, all.
-        # The step does this bookkeeping too: NumPy calls right after
-        # TensorFlow's pass cost 10-35 us each (cold caches), more than the
-        # search of a batch of small images.
-        active = step(
-            s_t, s_o, domain, done, x_adv, active, steps, it, it + 1 == max_steps, delta, clip_min, clip_max, increase
-        )
-        it += 1
-        # Everything after the Jacobian's host copy counts as pair search: the
-        # search itself, the domain it needs and the step that updates both.
-        t_pair += time.perf_counter() - t1
-
+    step = functools.partial(_step_numpy, backend_used, delta=np.float32(theta if increase else -theta),
+                             clip_min=clip_min, clip_max=clip_max, increase=increase)
+    t_jac, t_pair = _iterate(_grad_fn(model_fn, feature_shape), step, x_adv, domain, steps, tgt, feature_shape,
+                             max_steps=int(np.floor(gamma * n / 2)))
     x_out = x_adv.reshape(x.shape)
     success = np.argmax(_predict(model_fn, x_out), axis=1) == tgt
     return JSMAResult(

@@ -5,8 +5,9 @@ maximizing ``alpha * |beta|`` (alpha = s_t[p] + s_t[q], beta = s_o[p] + s_o[q])
 subject to alpha > 0, beta < 0 (``increase=True``) or alpha < 0, beta > 0.
 
 Backends: ``reference`` (brute force), ``numpy`` (vectorized Pareto layers),
-``native`` (pybind11 C++/OpenMP), ``cupy`` (CUDA).  ``auto`` picks cupy when a
-GPU is visible, else native, else numpy.  ``ADVSAL_PAIRSEARCH_BACKEND`` forces a
+``native`` (pybind11 C++/OpenMP) and ``cupy`` (CUDA): one algorithm, see
+jsma_pairs_core.h.  ``auto`` picks cupy when a GPU is visible, else native,
+else numpy.  ``ADVSAL_PAIRSEARCH_BACKEND`` forces a
 backend wherever ``auto`` is asked for.
 """
 from __future__ import annotations
@@ -115,8 +116,7 @@ def _validate(target_grad: Any, other_grad: Any, domain: Any) -> None:
 
 def _dtype(x: Any) -> np.dtype:
     # NumPy/CuPy arrays hold a np.dtype; TF tensors a tf.DType.  Not via
-    # dtype.name: NumPy builds that string in Python, 3-13 us a call, and the
-    # checks cost three times a 784-feature native search with it.
+    # dtype.name, which NumPy builds in Python on every call.
     dt = getattr(x, "dtype", None)
     if dt is None:
         return np.asarray(x).dtype
@@ -140,7 +140,7 @@ def best_pairs(
     *,
     increase: bool = True,
     backend: str = "auto",
-    threads: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best admissible pair per row.
 
@@ -151,7 +151,9 @@ def best_pairs(
             non-finite gradients are excluded.
         increase: True for alpha > 0, beta < 0; False flips both signs.
         backend: 'auto' or one of BACKENDS.
-        threads: OpenMP threads for 'native' (0 = OpenMP default, serial for small batches).
+        threads: OpenMP threads over the rows for 'native' (0: the OpenMP default).  One
+            by default: a row costs micro- to milliseconds, so a team only pays on large
+            batches of long rows, and inside an attack it competes with TensorFlow's threads.
 
     Returns:
         (p int64[B], q int64[B], score float64[B]) with p < q, score =

@@ -5,6 +5,7 @@ through DLPack without a host copy.
 """
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,10 @@ def _as_cupy(x: Any):
 
     if isinstance(x, cp.ndarray):
         return x
-    mod = type(x).__module__
-    if mod.startswith("tensorflow") or "EagerTensor" in type(x).__name__:
-        import tensorflow as tf
-
+    if type(x).__module__.startswith("tensorflow") or "EagerTensor" in type(x).__name__:
+        # TensorFlow is already loaded when a tensor comes in: take it from
+        # sys.modules rather than import it (this package never needs TF).
+        tf = sys.modules["tensorflow"]
         if "GPU" in getattr(x, "device", ""):
             return cp.from_dlpack(tf.experimental.dlpack.to_dlpack(x))  # zero-copy on the device
         return cp.asarray(x.numpy())
@@ -82,15 +83,17 @@ def best_pairs_cupy(target_grad: Any, other_grad: Any, domain: Any, *, increase:
     o1 = cp.argsort(-v + 0.0, axis=1)
     o2 = cp.argsort(-cp.take_along_axis(u, o1, axis=1) + 0.0, axis=1)
     order = cp.ascontiguousarray(cp.take_along_axis(o1, o2, axis=1).astype(cp.int64))
-    seq0 = cp.empty((batch, n), cp.int64)
-    seq1 = cp.empty((batch, n), cp.int64)
-    dl = cp.empty((batch, n), cp.float64)
-    cu = cp.empty((batch, n), cp.float32)
-    cv = cp.empty((batch, n), cp.float32)
+    su = cp.ascontiguousarray(cp.take_along_axis(u, order, axis=1))
+    sv = cp.ascontiguousarray(cp.take_along_axis(v, order, axis=1))
+    seq0, seq1 = cp.empty((batch, n), cp.int64), cp.empty((batch, n), cp.int64)
+    d0, d1, dl = cp.empty((batch, n), cp.float64), cp.empty((batch, n), cp.float64), cp.empty((batch, n), cp.float64)
+    cu, cv = cp.empty((batch, n), cp.float32), cp.empty((batch, n), cp.float32)
     ci = cp.empty((batch, n), cp.int64)
     count = cp.empty(batch, cp.int64)
-    mod.get_function("advsal_sweep")(
-        ((batch + 63) // 64,), (64,), (order, u, v, cp.int64(batch), cp.int64(n), seq0, seq1, dl, cu, cv, ci, count)
+    mod.get_function("advsal_sweep_merge")(
+        ((batch + 63) // 64,),
+        (64,),
+        (su, sv, order, cp.int64(batch), cp.int64(n), seq0, d0, seq1, d1, dl, cu, cv, ci, count),
     )
     p = cp.empty(batch, cp.int64)
     q = cp.empty(batch, cp.int64)

@@ -1,9 +1,11 @@
 // CUDA kernels of the cupy pair-search backend (compiled by cupy.RawModule).
 // All per-candidate/per-pair logic comes from jsma_pairs_core.h, the same code
 // the C++ extension runs (and the CPU tests check against brute force).
-// Pipeline per batch: advsal_prepare -> two stable cupy argsorts giving the
-// (u desc, v desc, index asc) sweep order -> advsal_sweep (one thread per row:
-// candidates, merged by delta) -> advsal_search (one block per row).
+// Pipeline per batch, the native search's minus its corner pre-filter (sorting
+// the whole domain is what a GPU does well): advsal_prepare (the domain,
+// excluded features as -inf) -> two stable cupy argsorts giving the sweep
+// order (u desc, v desc, index asc) -> advsal_sweep_merge (one thread per row)
+// -> advsal_search (one block per row).
 #include "jsma_pairs_core.h"
 
 #define ADVSAL_SEARCH_THREADS 256
@@ -15,49 +17,25 @@ extern "C" __global__ void advsal_prepare(const float* st, const float* so, cons
     float ui, vi;
     advsal_uv(st[i], so[i], increase != 0, &ui, &vi);
     const bool ok = dom[i] != 0 && advsal_finite(ui) && advsal_finite(vi);
-    // -inf sorts excluded features after every valid one in the sweep order.
-    const float ninf = __int_as_float(0xff800000);
-    u[i] = ok ? ui : ninf;
-    v[i] = ok ? vi : ninf;
+    // -inf sorts excluded features after every valid one; the sweep stops there.
+    u[i] = ok ? ui : advsal_neg_inf();
+    v[i] = ok ? vi : advsal_neg_inf();
   }
 }
 
-// One thread per row: the top-2 sweep (candidates = at most one dominator),
-// then the merge of the two delta-decreasing sequences into delta-ascending
-// candidate arrays.  seq0/seq1 are scratch rows of n entries each.
-extern "C" __global__ void advsal_sweep(const long long* order, const float* u, const float* v, long long batch,
-                                        long long n, long long* seq0, long long* seq1, double* dl, float* cu,
-                                        float* cv, long long* ci, long long* count) {
+// One thread per row: the sweep over the row in sweep order (su, sv; sidx
+// the feature indices), then the merge into delta-ascending candidate arrays.
+// seq0/seq1 and d0/d1 are scratch rows.
+extern "C" __global__ void advsal_sweep_merge(const float* su, const float* sv, const long long* sidx, long long batch,
+                                              long long n, long long* seq0, double* d0, long long* seq1, double* d1,
+                                              double* dl, float* cu, float* cv, long long* ci, long long* count) {
   const long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   if (b >= batch) return;
-  const long long off = b * n;
-  const float ninf = __int_as_float(0xff800000);
-  AdvsalTop2 top;
-  advsal_top2_reset(&top);
-  long long n0 = 0, n1 = 0;
-  for (long long k = 0; k < n; ++k) {
-    const long long i = order[off + k];
-    const float ui = u[off + i], vi = v[off + i];
-    if (ui == ninf) break;  // excluded features come last
-    const int d = advsal_top2_dominators(&top, vi);
-    if (d == 0) seq0[off + n0++] = i; else if (d == 1) seq1[off + n1++] = i;
-    advsal_top2_push(&top, vi);
-  }
-  long long a = n0 - 1, c = n1 - 1;
-  const long long m = n0 + n1;
-  for (long long k = 0; k < m; ++k) {
-    double da = 0.0, dc = 0.0;
-    if (a >= 0) da = advsal_delta(u[off + seq0[off + a]], v[off + seq0[off + a]]);
-    if (c >= 0) dc = advsal_delta(u[off + seq1[off + c]], v[off + seq1[off + c]]);
-    long long i;
-    if (c < 0 || (a >= 0 && da <= dc)) i = seq0[off + a--]; else i = seq1[off + c--];
-    const float ui = u[off + i], vi = v[off + i];
-    dl[off + k] = advsal_delta(ui, vi);
-    cu[off + k] = ui;
-    cv[off + k] = vi;
-    ci[off + k] = i;
-  }
-  count[b] = m;
+  const long long o = b * n;
+  advsal_i64 n0, n1;
+  advsal_sweep(n, su + o, sv + o, seq0 + o, d0 + o, &n0, seq1 + o, d1 + o, &n1);
+  count[b] = advsal_merge(su + o, sv + o, sidx + o, seq0 + o, d0 + o, n0, seq1 + o, d1 + o, n1, dl + o, cu + o,
+                          cv + o, ci + o);
 }
 
 // One block per row; threads stride over candidates p and share the best
@@ -122,7 +100,7 @@ advsal_search(const double* dl, const float* cu, const float* cv, const long lon
       o.score = red[t];
       o.p = rp[t];
       o.q = rq[t];
-      advsal_merge_best(&all, &o);
+      if (o.p >= 0) advsal_offer(&all, o.score, o.p, o.q);
     }
     p_out[b] = all.p;
     q_out[b] = all.q;

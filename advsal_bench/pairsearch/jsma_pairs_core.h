@@ -1,25 +1,27 @@
-// Exact JSMA pair search: per-candidate and per-pair logic shared by the C++
-// extension (csrc/jsma_pairs.cpp) and the CUDA kernels
-// (advsal_bench/pairsearch/jsma_pairs.cu), so CPU tests exercise GPU code.
+// Exact JSMA pair search: the steps shared by the C++ extension (csrc/jsma_pairs.cpp)
+// and the CUDA kernels (jsma_pairs.cu); layers.py is the same algorithm in NumPy.
 //
 // Problem (after advsal_uv): maximize (u_p+u_q)(v_p+v_q) over p != q in the
-// domain, subject to u_p+u_q > 0 and v_p+v_q > 0.
+// domain, subject to u_p+u_q > 0 and v_p+v_q > 0; ties go to the smallest (p, q).
 //
-// Candidates: order points by r > i  iff  u_r >= u_i, v_r >= v_i and
-// ((u_r,v_r) != (u_i,v_i) or r < i)  (a strict partial order; the index breaks
-// ties between equal points).  If p has two distinct dominators, one of them,
-// r, differs from q, and (r, q) is admissible with a score >= (p, q); repeating
-// climbs a finite poset, so an optimal pair exists among points with at most
-// one dominator.  Sorting by (u desc, v desc, index asc) puts every dominator of
-// i before i, and a preceding point dominates i iff its v >= v_i, so "at most
-// one dominator" is "v_i > second largest v seen so far" (AdvsalTop2).
+// Candidates (the Pareto layers): order points by r > i iff u_r >= u_i,
+// v_r >= v_i and ((u_r,v_r) != (u_i,v_i) or r < i), a strict partial order in
+// which the index breaks ties between equal points.  If p has two distinct
+// dominators, one of them, r, differs from q, and (r, q) is admissible with a
+// score >= (p, q) and a smaller (p, q) on a tie; repeating climbs a finite
+// poset, so the best pair, tie-break included, lies among the points with at
+// most one dominator.  In the sweep order (u desc, v desc, index asc) every
+// dominator of i precedes i, and a preceding point dominates i iff its
+// v >= v_i, so "at most one dominator" is "v_i > second largest v so far".
+// Any set of points that holds every candidate gives the same answer, which is
+// why a pre-filter may drop any point below two others.
 //
 // Pair search: with S = sigma_p + sigma_q, D = delta_p + delta_q (sigma = u+v,
 // delta = u-v), score = (S^2 - D^2)/4 and admissible iff S > |D|.  For fixed p,
 // walking q outwards from delta_q = -delta_p makes |D| grow, so
-// (min(sigma_p + sigma_max, 2 sigma_p)^2 - |D|^2)/4 bounds every remaining q
-// (see advsal_s_bound): stop when it drops below the best score.  Pruning is strict (bound < best), so every pair
-// tying the final best is evaluated and tie-breaking is deterministic.
+// (S_max^2 - |D|^2)/4 bounds every remaining q: stop when it drops below the
+// best score.  Pruning is strict (bound < best), so every pair tying the final
+// best is evaluated and the tie-break does not depend on the visiting order.
 #ifndef ADVSAL_JSMA_PAIRS_CORE_H
 #define ADVSAL_JSMA_PAIRS_CORE_H
 
@@ -41,11 +43,18 @@ struct AdvsalBest {
   advsal_i64 q;
 };
 
+// The two largest v pushed (with multiplicity), -inf while absent.
 struct AdvsalTop2 {
-  float m1;   // largest v pushed
-  float m2;   // second largest v pushed (with multiplicity)
-  int count;  // saturates at 2; avoids needing infinities (absent under NVRTC)
+  float m1, m2;
 };
+
+ADVSAL_HD inline float advsal_neg_inf() {
+#ifdef __CUDACC__
+  return __int_as_float(0xff800000);  // NVRTC has no <cmath>
+#else
+  return -__builtin_huge_valf();
+#endif
+}
 
 ADVSAL_HD inline bool advsal_finite(float x) {
   // NaN and +-inf give NaN; no <cmath> needed on either side.
@@ -56,14 +65,16 @@ ADVSAL_HD inline bool advsal_finite(float x) {
 // decrease mode flips both.  "+ 0.0f" turns -0 into +0 so bit-level sort keys
 // agree with float comparisons.
 ADVSAL_HD inline void advsal_uv(float st, float so, bool increase, float* u, float* v) {
-  if (increase) {
-    *u = st + 0.0f;
-    *v = -so + 0.0f;
-  } else {
-    *u = -st + 0.0f;
-    *v = so + 0.0f;
-  }
+  const float sign = increase ? 1.0f : -1.0f;
+  *u = sign * st + 0.0f;
+  *v = -sign * so + 0.0f;
 }
+
+// sigma = u + v and delta = u - v, always computed this way (bit-identical
+// wherever they are recomputed).
+ADVSAL_HD inline double advsal_sigma(float u, float v) { return (double)u + (double)v; }
+ADVSAL_HD inline double advsal_delta(float u, float v) { return (double)u - (double)v; }
+ADVSAL_HD inline double advsal_abs(double x) { return x < 0.0 ? -x : x; }
 
 // score = alpha * |beta| in float64; false when the pair is not admissible.
 ADVSAL_HD inline bool advsal_pair_score(float up, float vp, float uq, float vq, double* score) {
@@ -81,57 +92,75 @@ ADVSAL_HD inline void advsal_best_reset(AdvsalBest* b) {
 }
 
 // Higher score wins; equal scores go to the lexicographically smaller (p, q).
-ADVSAL_HD inline bool advsal_better(double s, advsal_i64 p, advsal_i64 q, const AdvsalBest* b) {
-  if (b->p < 0) return true;
-  if (s != b->score) return s > b->score;
-  return p < b->p || (p == b->p && q < b->q);
-}
-
 ADVSAL_HD inline void advsal_offer(AdvsalBest* b, double s, advsal_i64 i, advsal_i64 j) {
   const advsal_i64 p = i < j ? i : j;
   const advsal_i64 q = i < j ? j : i;
-  if (advsal_better(s, p, q, b)) {
+  if (b->p < 0 || s > b->score || (s == b->score && (p < b->p || (p == b->p && q < b->q)))) {
     b->score = s;
     b->p = p;
     b->q = q;
   }
 }
 
-ADVSAL_HD inline void advsal_merge_best(AdvsalBest* into, const AdvsalBest* other) {
-  if (other->p >= 0) advsal_offer(into, other->score, other->p, other->q);
-}
+ADVSAL_HD inline void advsal_top2_reset(AdvsalTop2* t) { t->m1 = t->m2 = advsal_neg_inf(); }
 
-ADVSAL_HD inline void advsal_top2_reset(AdvsalTop2* t) {
-  t->m1 = 0.0f;
-  t->m2 = 0.0f;
-  t->count = 0;
-}
-
-// Number of already-swept points dominating a point with this v: 0, 1 or 2 (= 2+).
-ADVSAL_HD inline int advsal_top2_dominators(const AdvsalTop2* t, float v) {
-  if (t->count == 0 || v > t->m1) return 0;
-  if (t->count == 1 || v > t->m2) return 1;
-  return 2;
-}
-
+// Branch-free: the sweep and the corner sample push every point.
 ADVSAL_HD inline void advsal_top2_push(AdvsalTop2* t, float v) {
-  if (t->count == 0) {
-    t->m1 = v;
-    t->count = 1;
-  } else if (t->count == 1) {
-    if (v > t->m1) {
-      t->m2 = t->m1;
-      t->m1 = v;
-    } else {
-      t->m2 = v;
-    }
-    t->count = 2;
-  } else if (v > t->m1) {
-    t->m2 = t->m1;
-    t->m1 = v;
-  } else if (v > t->m2) {
-    t->m2 = v;
+  const float lo = t->m1 < v ? t->m1 : v;
+  t->m2 = t->m2 < lo ? lo : t->m2;
+  t->m1 = t->m1 < v ? v : t->m1;
+}
+
+// Swept points with v' >= v (each dominates the point about to be pushed): 0, 1 or 2 (= 2+).
+ADVSAL_HD inline int advsal_top2_dominators(const AdvsalTop2* t, float v) {
+  return (int)(v <= t->m1) + (int)(v <= t->m2);
+}
+
+// The sweep over the points in sweep order (su, sv): positions with no
+// dominator go to seq0, with one to seq1, their deltas to d0 and d1.  In
+// each sequence u is non-increasing and v strictly increasing, so delta
+// strictly decreases.  Stops at the first non-finite u (the CUDA kernels
+// sort excluded features last as -inf).
+ADVSAL_HD inline void advsal_sweep(advsal_i64 len, const float* su, const float* sv, advsal_i64* seq0, double* d0,
+                                   advsal_i64* n0, advsal_i64* seq1, double* d1, advsal_i64* n1) {
+  AdvsalTop2 top;
+  advsal_top2_reset(&top);
+  advsal_i64 a = 0, b = 0;
+  for (advsal_i64 k = 0; k < len && advsal_finite(su[k]); ++k) {
+    const int d = advsal_top2_dominators(&top, sv[k]);
+    const double delta = advsal_delta(su[k], sv[k]);
+    seq0[a] = seq1[b] = k;  // branch-free: written always, kept by the count
+    d0[a] = d1[b] = delta;
+    a += d == 0;
+    b += d == 1;
+    advsal_top2_push(&top, sv[k]);
   }
+  *n0 = a;
+  *n1 = b;
+}
+
+// Merges the two delta-decreasing sequences into delta-ascending candidate
+// arrays: dl = delta, cu/cv the coordinates, ci = sidx[position] (the feature
+// index).  Returns their number.
+ADVSAL_HD inline advsal_i64 advsal_merge(const float* su, const float* sv, const advsal_i64* sidx,
+                                         const advsal_i64* seq0, const double* d0, advsal_i64 n0,
+                                         const advsal_i64* seq1, const double* d1, advsal_i64 n1, double* dl,
+                                         float* cu, float* cv, advsal_i64* ci) {
+  advsal_i64 a = n0 - 1, b = n1 - 1;
+  for (advsal_i64 k = 0; k < n0 + n1; ++k) {
+    advsal_i64 i;
+    if (b < 0 || (a >= 0 && d0[a] <= d1[b])) {
+      i = seq0[a];
+      dl[k] = d0[a--];
+    } else {
+      i = seq1[b];
+      dl[k] = d1[b--];
+    }
+    cu[k] = su[i];
+    cv[k] = sv[i];
+    ci[k] = sidx[i];
+  }
+  return n0 + n1;
 }
 
 // Can no pair with S <= s and |D| >= t score above `best`?  One rounded double
@@ -141,25 +170,21 @@ ADVSAL_HD inline void advsal_top2_push(AdvsalTop2* t, float v) {
 // conservative; exact zeros stay exact (v = -u prunes everything).
 ADVSAL_HD inline bool advsal_prunable(double s, double s_mag, double t, double t_mag, double best) {
   const double su = s + ADVSAL_EPS * s_mag;
-  double tl = t - ADVSAL_EPS * t_mag;
-  if (tl < 0.0) tl = 0.0;
-  if (!(su > tl)) return true;  // S <= |D|: not admissible
+  const double t0 = t - ADVSAL_EPS * t_mag;
+  const double tl = t0 < 0.0 ? 0.0 : t0;
   const double bound = 0.25 * (su - tl) * (su + tl) * (1.0 + 1e-12);
-  return bound < best;
+  // Branch-free: S <= |D| (not admissible) or the bound below best.
+  return (int)!(su > tl) | (int)(bound < best);
 }
 
-ADVSAL_HD inline double advsal_abs(double x) { return x < 0.0 ? -x : x; }
-
-// Upper bound on S = sigma_p + sigma_q searched from p.  Each pair only needs
-// to be found from its member with the larger sigma, so q is taken to have
-// sigma_q <= sigma_p and S <= 2 sigma_p: a much tighter bound when sigma_p is
-// small (pairs with a larger-sigma q are found from q).
+// Upper bound on S searched from p.  Each pair only needs to be found from its
+// member with the larger sigma, so S <= 2 sigma_p as well as sigma_p + sigma_max.
 ADVSAL_HD inline double advsal_s_bound(double sigma_p, double sigma_max) {
   const double s = sigma_p + sigma_max;
   return 2.0 * sigma_p < s ? 2.0 * sigma_p : s;
 }
 
-// Skip candidate kp altogether (its best possible partner cannot win)?
+// Skip candidate p altogether (its best possible partner cannot win)?
 ADVSAL_HD inline bool advsal_skip_p(double sigma_p, double sigma_max, double best) {
   return advsal_prunable(advsal_s_bound(sigma_p, sigma_max), advsal_abs(sigma_p) + advsal_abs(sigma_max), 0.0, 0.0,
                          best);
@@ -175,51 +200,29 @@ ADVSAL_HD inline advsal_i64 advsal_lower_bound(const double* dl, advsal_i64 m, d
   return lo;
 }
 
-// sigma = u + v and delta = u - v, always computed this way (bit-identical
-// wherever they are recomputed).
-ADVSAL_HD inline double advsal_sigma(float u, float v) { return (double)u + (double)v; }
-ADVSAL_HD inline double advsal_delta(float u, float v) { return (double)u - (double)v; }
-
-// Best partner in a delta-ascending array for a point (dq, uq, vq, iq) that
-// may or may not be one of its entries (`self` = its position, or -1).
-// s >= S for every partner, s_mag bounds the magnitudes summed into s;
-// start = advsal_lower_bound(dl, m, -dq).  `floor` is a score some pair is
-// known to reach (0 if none): pruning against it is safe and lets parallel
-// searchers share progress.
-ADVSAL_HD inline void advsal_walk(double dq, float uq, float vq, advsal_i64 iq, advsal_i64 self, double s,
-                                  double s_mag, advsal_i64 start, const double* dl, const float* cu,
-                                  const float* cv, const advsal_i64* ci, advsal_i64 m, double floor,
-                                  AdvsalBest* best) {
+// Best partner of candidate kp among the m delta-ascending candidates, merged
+// into `best`; start = advsal_lower_bound(dl, m, -dl[kp]).  `floor` is a score
+// some pair is known to reach (0 if none): pruning against it is safe and lets
+// parallel searchers share progress.
+ADVSAL_HD inline void advsal_search_from(advsal_i64 kp, advsal_i64 start, const double* dl, const float* cu,
+                                         const float* cv, const advsal_i64* ci, advsal_i64 m, double sigma_max,
+                                         double floor, AdvsalBest* best) {
+  const double dq = dl[kp], sp = advsal_sigma(cu[kp], cv[kp]);
+  const double s = advsal_s_bound(sp, sigma_max), s_mag = advsal_abs(sp) + advsal_abs(sigma_max);
   const double t_mag0 = 2.0 * advsal_abs(dq);
-  advsal_i64 right = start;
-  advsal_i64 left = right - 1;
-  for (;;) {
-    const bool has_l = left >= 0, has_r = right < m;
-    if (!has_l && !has_r) break;
-    const double tl = has_l ? advsal_abs(dq + dl[left]) : 0.0;
-    const double tr = has_r ? advsal_abs(dq + dl[right]) : 0.0;
-    const bool take_left = has_l && (!has_r || tl <= tr);
+  advsal_i64 right = start, left = start - 1;
+  while (left >= 0 || right < m) {
+    const double tl = left >= 0 ? advsal_abs(dq + dl[left]) : 0.0;
+    const double tr = right < m ? advsal_abs(dq + dl[right]) : 0.0;
+    const bool take_left = left >= 0 && (right >= m || tl <= tr);
     const double t = take_left ? tl : tr;
     const double thr = best->score > floor ? best->score : floor;
     // The nearer side is prunable, so every remaining q (larger |D|) is too.
     if (advsal_prunable(s, s_mag, t, t_mag0 + t, thr)) break;
-    const advsal_i64 kq = take_left ? left : right;
-    if (take_left) --left; else ++right;
-    if (kq == self) continue;
+    const advsal_i64 kq = take_left ? left-- : right++;
     double sc;
-    if (advsal_pair_score(uq, vq, cu[kq], cv[kq], &sc)) advsal_offer(best, sc, iq, ci[kq]);
+    if (kq != kp && advsal_pair_score(cu[kp], cv[kp], cu[kq], cv[kq], &sc)) advsal_offer(best, sc, ci[kp], ci[kq]);
   }
-}
-
-// Best partner for candidate kp.  Candidates are sorted by delta ascending;
-// dl holds delta, cu/cv the coordinates, ci the original indices;
-// start = advsal_lower_bound(dl, m, -dl[kp]).
-ADVSAL_HD inline void advsal_search_from(advsal_i64 kp, advsal_i64 start, const double* dl, const float* cu,
-                                         const float* cv, const advsal_i64* ci, advsal_i64 m, double sigma_max,
-                                         double floor, AdvsalBest* best) {
-  const double sp = advsal_sigma(cu[kp], cv[kp]);
-  advsal_walk(dl[kp], cu[kp], cv[kp], ci[kp], kp, advsal_s_bound(sp, sigma_max),
-              advsal_abs(sp) + advsal_abs(sigma_max), start, dl, cu, cv, ci, m, floor, best);
 }
 
 #endif  // ADVSAL_JSMA_PAIRS_CORE_H

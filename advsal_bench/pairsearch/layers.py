@@ -1,9 +1,11 @@
 """Exact Pareto-layer JSMA pair search, vectorized NumPy (the portable backend).
 
-Same algorithm as jsma_pairs_core.h (see the proof there): candidates are
-the points with at most one dominator under (u desc, v desc, index asc); pairs
-are then searched outwards in delta = u - v from -delta_p, pruned by
-((sigma_p + sigma_max)^2 - |D|^2) / 4 against the best score.
+The native backend's algorithm (see the proof in jsma_pairs_core.h): the
+domain's finite points, minus those below the staircase of a strided sample
+(below two real points); the candidates, the points with at most one
+dominator under (u desc, v desc, index asc); then every candidate pair when
+there are few, else pairs searched outwards in delta = u - v from -delta_p,
+pruned by (S_max^2 - |D|^2) / 4 against the best score.
 """
 from __future__ import annotations
 
@@ -14,6 +16,18 @@ from .reference import per_row
 # Up to this many candidates all pairs are checked as one dense matrix.
 _DENSE_CANDIDATES = 256
 _EPS = 1e-14  # relative rounding slack, as ADVSAL_EPS
+
+
+def _below_staircase(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Points below two sample points with a strictly larger u and no smaller v (in no best pair)."""
+    stride = max(1, int(np.sqrt(u.size) / 4))  # sample size 4 sqrt(n), as kSampleScale
+    su, sv = u[::stride], v[::stride]
+    order = np.argsort(-su, kind="stable")
+    su, sv = su[order], sv[order]
+    m1 = np.maximum.accumulate(sv)
+    m2 = np.maximum.accumulate(np.minimum(sv, np.concatenate([[-np.inf], m1[:-1]])))  # 2nd largest so far
+    above = np.searchsorted(-su, -u, side="left")  # sample points with u strictly above each point
+    return v <= np.concatenate([[-np.inf], m2])[above]
 
 
 def _candidates(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -115,6 +129,8 @@ def _windowed(cu: np.ndarray, cv: np.ndarray, ci: np.ndarray, best: _Best) -> No
 
 def _row(u: np.ndarray, v: np.ndarray, idx: np.ndarray) -> tuple[int, int, float]:
     best = _Best()
+    keep = np.flatnonzero(~_below_staircase(u, v))
+    u, v, idx = u[keep], v[keep], idx[keep]
     cand = np.sort(_candidates(u, v))  # ascending index: dense argmax ties -> smallest pair
     if cand.size >= 2:
         cu, cv, ci = u[cand], v[cand], idx[cand]
