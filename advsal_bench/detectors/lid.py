@@ -75,18 +75,16 @@ def knn_distances(reference: np.ndarray, queries: np.ndarray, k: int,
     ``exclude[i] >= 0`` leaves reference row ``exclude[i]`` out of query i's neighbours (the query
     itself, or the clean image it was crafted from); -1 leaves nothing out.
     """
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.metrics.pairwise import euclidean_distances
 
-    reference = reference.reshape(len(reference), -1)
-    queries = queries.reshape(len(queries), -1)
-    if exclude is None:
-        dist, _ = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(reference).kneighbors(queries)
-        return dist
-    dist, idx = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(reference).kneighbors(queries)
-    keep = idx != np.asarray(exclude)[:, None]
-    # Rows whose excluded image is not among the k+1 found drop their (k+1)-th neighbour instead.
-    keep[keep.sum(axis=1) > k, k] = False
-    return dist[keep].reshape(len(queries), k)
+    # All pairwise distances by one matrix product: NearestNeighbors' chunked search is ~5x slower
+    # on a minibatch of wide conv activations.
+    dist = euclidean_distances(queries.reshape(len(queries), -1).astype(np.float64),
+                               reference.reshape(len(reference), -1).astype(np.float64))
+    if exclude is not None:
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        dist[rows, np.asarray(exclude)[rows]] = np.inf
+    return np.sort(np.partition(dist, k - 1, axis=1)[:, :k], axis=1)
 
 
 def _partition(n: int, minibatch: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -180,9 +178,13 @@ class LIDDetector(Detector):
         self._model = model
         self.layer_names = layer_names
         self._features = feature_model(model, layer_names)
+        # Traced once per bound model: the eager functional call costs more than the layers' math.
+        self._flat_features = tf.function(
+            lambda b: [tf.reshape(a, [tf.shape(a)[0], -1]) for a in self._as_list(self._features(b))],
+            reduce_retracing=True)
 
     def _activations(self, x: np.ndarray) -> list[np.ndarray]:
-        outs = run_batched(lambda b: [tf.reshape(a, [tf.shape(a)[0], -1]) for a in self._as_list(self._features(b))], x)
+        outs = run_batched(self._flat_features, x)
         return [o.astype(np.float32) for o in outs]
 
     @staticmethod
