@@ -8,7 +8,7 @@ step 2 * eps as in the paper (its default eps_step of 0.1 is not the paper's).
 Run: python benchmarks/bench_apgd_art.py [--out apgd_art.json] [--loss ce|dlr] [--epochs 3] [--weights f.weights.h5]
   or pytest benchmarks/bench_apgd_art.py -m slow -s
 Needs adversarial-robustness-toolbox (benchmark-only, never a runtime dependency) and the data in
-/work/shared/data/mnist (or --data / $ADVSAL_MNIST_DIR).
+../shared/data/mnist beside the checkout (or --data / $ADVSAL_MNIST_DIR).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-DEFAULT_DATA = Path(os.environ.get("ADVSAL_MNIST_DIR", "/work/shared/data/mnist"))
+DEFAULT_DATA = Path(os.environ.get("ADVSAL_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 ART_LOSSES = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
 TOLERANCE = 0.02  # ours may be at most this much less effective than ART's (accuracy points)
 
