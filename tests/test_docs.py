@@ -3,6 +3,7 @@ and the configuration reference (every key with its default) and environment var
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import typing
@@ -260,8 +261,6 @@ MNIST_OVERRIDES = ["dataset.source=idx", "dataset.path=../shared/data/mnist"]
 
 
 def test_committed_mnist_results_are_the_paper_scale_run():
-    import json
-
     results = json.loads((MNIST_RESULTS / "results.json").read_text(encoding="utf-8"))
     assert (results["data"]["train"], results["data"]["test"]) == (60000, 10000)
     assert (results["data"]["adversarial_train"], results["data"]["adversarial_test"]) == (60000, 10000)

@@ -179,12 +179,14 @@ class LIDDetector(Detector):
         self.layer_names = layer_names
         self._features = feature_model(model, layer_names)
         # Traced once per bound model: the eager functional call costs more than the layers' math.
-        self._flat_features = tf.function(
-            lambda b: [tf.reshape(a, [tf.shape(a)[0], -1]) for a in self._as_list(self._features(b))],
-            reduce_retracing=True)
+        self._flat_compiled = tf.function(self._flat, reduce_retracing=True)
+
+    def _flat(self, x: tf.Tensor) -> list[tf.Tensor]:
+        """[B, D_l] per chosen layer: f's activations, each flattened."""
+        return [tf.reshape(a, [tf.shape(a)[0], -1]) for a in self._as_list(self._features(x))]
 
     def _activations(self, x: np.ndarray) -> list[np.ndarray]:
-        outs = run_batched(self._flat_features, x)
+        outs = run_batched(self._flat_compiled, x)
         return [o.astype(np.float32) for o in outs]
 
     @staticmethod
@@ -219,9 +221,8 @@ class LIDDetector(Detector):
         self._require_fitted()
         t = self.threshold if threshold is None else float(threshold)
         x = tf.convert_to_tensor(x, tf.float32)
-        acts = [tf.reshape(a, [tf.shape(a)[0], -1]) for a in self._as_list(self._features(x))]
         lids = []
-        for a, ref in zip(acts, self._reference_acts):
+        for a, ref in zip(self._flat(x), self._reference_acts):
             ref = tf.constant(ref)
             sq = (tf.reduce_sum(tf.square(a), axis=1, keepdims=True) - 2.0 * tf.matmul(a, ref, transpose_b=True)
                   + tf.reduce_sum(tf.square(ref), axis=1)[None, :])
