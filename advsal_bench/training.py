@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._tf_quiet import fit_notices_dropped
 from .errors import ConfigError
 
 Task = Literal["classify", "detect"]
@@ -110,7 +111,9 @@ def train_model(
         return model
     if loop == "fit":
         callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch, _lr: schedule(epoch))] if lr_decay_epochs else []
-        model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose)
+        with fit_notices_dropped():
+            model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks,
+                      verbose=verbose)
         return model
     custom_fit(model, optimizer, x, y, task=task, strategy=strategy, epochs=epochs, batch_size=batch_size,
                        schedule=schedule, seed=seed, log=log if verbose else None, key=key)

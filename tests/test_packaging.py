@@ -95,3 +95,48 @@ def test_cli_drops_tensorflow_startup_notices_and_keeps_everything_else(tmp_path
 def test_cli_keeps_tensorflow_startup_notices_when_info_logs_are_asked_for(tmp_path):
     lines = _cli_tf_import_with_fake_tf(tmp_path, "0")
     assert len(lines) == 4 and "oneDNN custom operations are on" in lines[1]
+
+
+
+_NOTICE = ("E0000 00:00:1796276123.3 32284 node_def_util.cc:682] NodeDef mentions attribute "
+           "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; ...>")
+
+_FIT_WITH_DETERMINISM = """import os, sys
+{setup}
+import numpy as np, keras, tensorflow as tf
+from advsal_bench._tf_quiet import fit_notices_dropped
+from advsal_bench.training import train_model
+keras.utils.set_random_seed(0)
+tf.config.experimental.enable_op_determinism()
+x = np.random.default_rng(0).random((64, 4, 4, 1), dtype=np.float32)
+y = np.arange(64) % 2
+build = lambda: keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+train_model(build, x, y, task="classify", strategy=tf.distribute.get_strategy(), epochs=1, batch_size=16,
+            learning_rate=1e-3, seed=0, verbose=0)
+with fit_notices_dropped():
+    os.write(2, {notice!r}.encode() + b"\\n")
+    os.write(2, b"a real problem in a fit\\n")
+print("fitted", file=sys.stderr)
+"""
+
+
+def _fit_stderr(setup: str) -> list[str]:
+    """stderr of a subprocess that trains a tiny model with op determinism on (as every run does),
+    then writes TF's notice and another line to fd 2 where a fit would."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = _python(_FIT_WITH_DETERMINISM.format(setup=setup, notice=_NOTICE), env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-2:] == ["a real problem in a fit", "fitted"], proc.stderr
+    return lines
+
+
+def test_cli_drops_the_tf_data_determinism_notice_of_keras_fits():
+    # TF 2.21 logs it as an ERROR-level line in every Keras fit on arrays once op determinism is on.
+    lines = _fit_stderr("from advsal_bench._tf_quiet import import_tensorflow\nimport_tensorflow()")
+    assert not any("use_unbounded_threadpool" in line for line in lines), lines
+
+
+def test_library_users_keep_tensorflow_fit_logs_as_tensorflow_writes_them():
+    lines = _fit_stderr("")
+    assert _NOTICE in lines, lines
