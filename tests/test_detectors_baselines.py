@@ -312,6 +312,19 @@ def test_bu_is_the_same_on_the_sequential_fast_path_and_a_functional_copy(tiny_d
     assert (seq.features(x)[:, 1] >= -1e-7).all() and (seq.features(x)[:, 1] > 1e-4).mean() > 0.5
 
 
+
+def test_kd_bu_noisy_negatives_teach_it_that_noise_is_not_an_attack(tiny_dropout_net):
+    # Feinman et al. put noisy copies of the clean images (noise as large as the attack's) in the
+    # negative class, so noise of that size is flagged less often than by a fit on clean images only.
+    from advsal_bench.detectors.noisy import noisy_copies
+
+    model, x_clean, x_adv, x = tiny_dropout_net
+    half = len(x) // 2
+    noisy = noisy_copies(x[:half], x[half:], seed=1)
+    flagged = {noise: (KDBUDetector(mc_samples=20, noise=noise).fit(x_clean, x_adv, model=model).score(noisy) > 0.5)
+               .mean() for noise in (None, "auto")}
+    assert flagged["auto"] < flagged[None] - 0.05, flagged
+
 BASELINE_CLASSES = {"lid": LIDDetector, "kd_bu": KDBUDetector, "mahalanobis": MahalanobisDetector,
                     "feature_squeezing": FeatureSqueezingDetector}
 

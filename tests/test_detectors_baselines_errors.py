@@ -128,6 +128,7 @@ def test_kd_bu_bad_bandwidth(bandwidth):
     ({"mc_samples": 0}, "mc_samples: expected an integer >= 1, got 0"),
     ({"dataset": "imagenet10"}, "dataset: expected one of mnist, cifar10, svhn or null, got 'imagenet10'"),
     ({"layer": 3}, "layer: expected a layer name or null, got 3"),
+    ({"noise": "salt"}, "noise: expected one of auto, gaussian, flip or null, got 'salt'"),
 ])
 def test_kd_bu_bad_hyperparameters(kwargs, where):
     with pytest.raises(ValueError) as exc:
@@ -216,3 +217,14 @@ def test_bad_labels(tiny_f):
     with pytest.raises(ValueError) as exc:
         MahalanobisDetector().fit(x, x, model=model, y_clean=np.full(len(x), 10))
     _one_line(exc, "y_clean: expected 120 integer labels in 0..9")
+
+
+def test_kd_bu_noisy_negatives_need_one_clean_image_per_adversarial_one():
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.5),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((6, 4, 4, 1), dtype=np.float32)
+    with pytest.raises(ValueError) as exc:
+        KDBUDetector(mc_samples=2, bandwidth=1.0).fit(x[:4], x, model=model)
+    _one_line(exc, "x_adv: expected at most one adversarial image per clean image")

@@ -8,7 +8,8 @@ artifacts").
 - BU: the MC-dropout predictive variance of f's softmax over T stochastic passes,
   ``mean_t ||p_t||^2 - ||mean_t p_t||^2`` (the paper's formula; their code divides it by the
   number of classes, a constant that z-scoring removes).
-- Both z-scored, then a logistic regression.
+- Both z-scored, then a logistic regression with clean images and, as in the paper, noisy copies of
+  them (:mod:`.noisy`: noise as large as the adversarial perturbation) in the negative class.
 
 BU needs dropout in f: :func:`has_dropout` tells for a built model, :func:`arch_has_dropout` for a
 registry name before anything is built (``mnist_net_f_dropout`` carries Feinman et al.'s MNIST
@@ -17,9 +18,10 @@ dropout; ``mnist_net_f`` has none).
 The T dropout masks are drawn once from ``seed`` (one mask per pass, shared by all images), so
 ``score`` is a deterministic function of the image, whatever batch it comes in, and ``margin`` is
 the same function in TF. At fit, a clean image's density leaves the image itself out of the kernel
-sum, and ``x_adv[i]`` leaves out ``x_clean[i]`` (which the pipeline crafts it from), so the
-regression sees densities as a new image gets them: no reference image at its own position. Where
-``x_adv`` is not paired that way, one unrelated image fewer changes nothing of substance.
+sum, and ``x_adv[i]`` and its noisy copy leave out ``x_clean[i]`` (which the pipeline crafts them
+from), so the regression sees densities as a new image gets them: no reference image at its own
+position. Where ``x_adv`` is not paired that way, one unrelated image fewer changes nothing of
+substance (the noisy copies need the pairs to size the noise).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import tensorflow as tf
 from ..schema import param
 from ..errors import ConfigError
 from .base import Detector, logit
+from .noisy import NOISE_KINDS, noisy_copies
 from .features import (
     LinearHead, ParamError, check_float, check_input, check_int, check_labels, config_errors, config_kwargs,
     feature_model, load_state, penultimate_layer, predicted_labels, require_keras_model, resolve_layers, run_batched,
@@ -65,6 +68,8 @@ class KDBUConfig:
     mc_samples: int = param(50, gt=0)
     # null: the input of f's output layer (the last hidden layer's features).
     layer: str | None = param(None)
+    # Feinman et al.'s noisy negatives (auto: pixel flips for sparse perturbations, else Gaussian); null: none.
+    noise: str | None = param("auto", choices=NOISE_KINDS)
     seed: int = param(0, ge=0)
 
 
@@ -180,7 +185,9 @@ class KDBUDetector(Detector):
         dataset: the hint for the default bandwidth.
         mc_samples: T, the stochastic passes for BU (Feinman et al.: 50).
         layer: the feature layer; None: the input of f's output layer (the last hidden layer).
-        seed: the T dropout masks.
+        noise: the noisy copies of the clean fit images that join the negative class (``auto``,
+            ``gaussian``, ``flip``, see :mod:`.noisy`); None: the clean images alone.
+        seed: the T dropout masks and the noise.
 
     ``margin`` is exact for fixed predicted class and masks: the class (argmax of f's logits) is
     piecewise constant in x and held fixed; the kernel density and the MC variance are
@@ -190,7 +197,8 @@ class KDBUDetector(Detector):
     needs_adversarial = True
 
     def __init__(self, *, bandwidth: float | None = None, dataset: str | None = None, mc_samples: int = 50,
-                 layer: str | None = None, seed: int = 0, key: str = "detectors.kd_bu") -> None:
+                 layer: str | None = None, noise: str | None = "auto", seed: int = 0,
+                 key: str = "detectors.kd_bu") -> None:
         self.bandwidth = None if bandwidth is None else check_float("bandwidth", bandwidth, gt=0)
         if dataset is not None and dataset not in FEINMAN_BANDWIDTHS:
             raise ParamError("dataset", f"expected one of {', '.join(FEINMAN_BANDWIDTHS)} or null, got {dataset!r}")
@@ -199,6 +207,9 @@ class KDBUDetector(Detector):
         if layer is not None and not isinstance(layer, str):
             raise ParamError("layer", f"expected a layer name or null, got {layer!r}")
         self.layer = layer
+        if noise is not None and noise not in NOISE_KINDS:
+            raise ParamError("noise", f"expected one of {', '.join(NOISE_KINDS)} or null, got {noise!r}")
+        self.noise = noise
         self.seed = check_int("seed", seed, low=0)
         self.key = key
         self.threshold = 0.5
@@ -239,6 +250,10 @@ class KDBUDetector(Detector):
         if x_adv is None:
             raise ValueError("x_adv: expected adversarial images (KD+BU learns from them), got None")
         x_adv = check_input(x_adv, model, "x_adv")
+        if self.noise is not None and len(x_adv) > len(x_clean):
+            raise ValueError(f"x_adv: expected at most one adversarial image per clean image (the noisy negatives "
+                             f"copy x_adv[i] - x_clean[i]; noise: null fits without them), got {len(x_adv)} "
+                             f"for {len(x_clean)}")
         layer = self.layer if self.layer is not None else penultimate_layer(model)
         layer = resolve_layers(model, (layer,), lambda m: [], param="layer")[0]
         self._bind(model, layer, self.resolve_bandwidth(model.input_shape[1:]))
@@ -253,11 +268,15 @@ class KDBUDetector(Detector):
         self._ref_labels = labels
         own = np.arange(len(x_clean))
         paired = np.where(np.arange(len(x_adv)) < len(x_clean), np.arange(len(x_adv)), -1)
-        clean = self._feature_rows(x_clean, own)
-        adv = self._feature_rows(x_adv, paired)
-        self._head = LinearHead.fit(clean, adv)
+        negatives = [self._feature_rows(x_clean, own)]
+        if self.noise is not None:
+            negatives.append(self._feature_rows(self._noisy(x_clean, x_adv), paired))
+        self._head = LinearHead.fit(np.concatenate(negatives), self._feature_rows(x_adv, paired))
         self.threshold = 0.5
         return self
+
+    def _noisy(self, x_clean: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
+        return noisy_copies(x_clean[:len(x_adv)], x_adv, kind=self.noise, seed=self.seed)
 
     def _deep(self, x: np.ndarray) -> list[np.ndarray]:
         return run_batched(lambda b: [tf.reshape(t, [tf.shape(t)[0], -1]) for t in self._features(b)], x)
@@ -315,7 +334,7 @@ class KDBUDetector(Detector):
     def save(self, directory: Path) -> None:
         self._require_fitted()
         meta = {"params": {"bandwidth": self.bandwidth, "dataset": self.dataset, "mc_samples": self.mc_samples,
-                           "layer": self.layer, "seed": self.seed},
+                           "layer": self.layer, "noise": self.noise, "seed": self.seed},
                 "layer_name": self.layer_name, "bandwidth_used": self.bandwidth_used, "threshold": self.threshold}
         save_state(directory, "kd_bu", meta, {"reference": self._reference, "ref_labels": self._ref_labels,
                                               **self._head.arrays()})
