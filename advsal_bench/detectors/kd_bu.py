@@ -270,13 +270,11 @@ class KDBUDetector(Detector):
         paired = np.where(np.arange(len(x_adv)) < len(x_clean), np.arange(len(x_adv)), -1)
         negatives = [self._feature_rows(x_clean, own)]
         if self.noise is not None:
-            negatives.append(self._feature_rows(self._noisy(x_clean, x_adv), paired))
+            noisy = noisy_copies(x_clean[:len(x_adv)], x_adv, kind=self.noise, seed=self.seed)
+            negatives.append(self._feature_rows(noisy, paired))
         self._head = LinearHead.fit(np.concatenate(negatives), self._feature_rows(x_adv, paired))
         self.threshold = 0.5
         return self
-
-    def _noisy(self, x_clean: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
-        return noisy_copies(x_clean[:len(x_adv)], x_adv, kind=self.noise, seed=self.seed)
 
     def _deep(self, x: np.ndarray) -> list[np.ndarray]:
         return run_batched(lambda b: [tf.reshape(t, [tf.shape(t)[0], -1]) for t in self._features(b)], x)
